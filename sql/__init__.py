@@ -1,0 +1,1 @@
+"""The bundled schema: SQL files applied in name order by mfcolab.schema."""

@@ -1,0 +1,204 @@
+"""The `mfcolab` command. Each command parses its options, calls one function, and prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
+
+import typer
+
+from .errors import MfcolabError
+from .settings import Settings
+
+app = typer.Typer(
+    help="A stateful Metaflow metadata service and UI on machines you cannot keep.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that outlives the machine (env MF_ROOT).")]
+Local = Annotated[Optional[Path], typer.Option("--local", help="Fast local folder for live data (env MFCOLAB_LOCAL).")]
+Port = Annotated[Optional[int], typer.Option("--port", help="Front door port [7860].")]
+Host = Annotated[Optional[str], typer.Option("--host", help="Front door bind address [127.0.0.1].")]
+PgPort = Annotated[Optional[int], typer.Option("--pg-port", help="Postgres port on 127.0.0.1 [15432].")]
+NoTunnel = Annotated[bool, typer.Option("--no-tunnel", help="Do not open a Cloudflare quick tunnel.")]
+Engine = Annotated[Optional[str], typer.Option("--engine", help="Metadata service: native or official.")]
+Ui = Annotated[Optional[str], typer.Option("--ui", help="UI: none or official.")]
+NoAuth = Annotated[bool, typer.Option("--no-auth", help="No access key (front door on 127.0.0.1 only).")]
+Interval = Annotated[Optional[float], typer.Option("--snapshot-interval", help="Seconds between snapshot cycles [5].")]
+Keep = Annotated[Optional[int], typer.Option("--keep", help="Snapshot generations to keep [3].")]
+Cloudflared = Annotated[Optional[str], typer.Option("--cloudflared", help="Path to a cloudflared binary.")]
+Registry = Annotated[Optional[str], typer.Option("--registry", help="Image registry for the official images.")]
+Proot = Annotated[Optional[str], typer.Option("--proot", help="System proot for udocker (no tools download).")]
+
+T = TypeVar("T")
+
+
+def say(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def fail(exc: MfcolabError) -> NoReturn:
+    """Print an error as one line (and its hint), exit with code 1."""
+    typer.secho(f"error: {exc.message}", err=True, fg="red")
+    if exc.hint:
+        typer.echo(f"  try: {exc.hint}", err=True)
+    raise typer.Exit(1)
+
+
+def run(action: Callable[[], T]) -> T:
+    """Run one action; an MfcolabError becomes one line on stderr and exit code 1."""
+    try:
+        return action()
+    except MfcolabError as exc:
+        fail(exc)
+
+
+def settings(root: Path | None = None, local: Path | None = None, **more: Any) -> Settings:
+    return run(lambda: Settings.resolve(root=root, local=local, **more))
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _stack_settings(root: Path | None, local: Path | None, port: int | None, host: str | None, pg_port: int | None,
+                    no_tunnel: bool, engine: str | None, ui: str | None, no_auth: bool, snapshot_interval: float | None,
+                    keep: int | None, cloudflared: str | None, registry: str | None, proot: str | None) -> Settings:
+    return settings(root, local, port=port, host=host, pg_port=pg_port, tunnel=False if no_tunnel else None,
+                    engine=engine, ui=ui, no_auth=no_auth or None, snapshot_interval=snapshot_interval,
+                    keep_generations=keep, cloudflared=cloudflared, registry=registry, proot=proot)
+
+
+@app.command()
+def up(root: Root = None, local: Local = None, port: Port = None, host: Host = None, pg_port: PgPort = None,
+       no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
+       snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
+       registry: Registry = None, proot: Proot = None) -> None:
+    """Start the stack detached, wait until it is healthy, print how to connect."""
+    from . import stack
+
+    s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
+                        cloudflared, registry, proot)
+    root_given = root is not None or "MF_ROOT" in os.environ
+    status = run(lambda: stack.up(s, root_given=root_given, progress=say))
+    typer.echo("\n".join(stack.summary_lines(s, status)))
+
+
+@app.command()
+def serve(root: Root = None, local: Local = None, port: Port = None, host: Host = None, pg_port: PgPort = None,
+          no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
+          snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
+          registry: Registry = None, proot: Proot = None) -> None:
+    """Run the supervisor in the foreground (what `up` starts detached)."""
+    from . import stack
+
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
+                        cloudflared, registry, proot)
+    raise typer.Exit(run(lambda: stack.serve(s)))
+
+
+@app.command()
+def down(root: Root = None, local: Local = None) -> None:
+    """Stop the stack: tunnel and service first, Postgres last, then a final snapshot."""
+    from . import stack
+
+    s = settings(root, local)
+    if run(lambda: stack.down(s, progress=say)):
+        typer.echo("stopped")
+    else:
+        typer.echo(f"nothing is running for {s.local}")
+
+
+@app.command()
+def status(root: Root = None, local: Local = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Every component with its state, pid, port and health; the URL; the snapshots."""
+    from . import stack
+    from .status_view import render
+
+    report = run(lambda: stack.status(settings(root, local)))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+    if not report["running"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web, tunnel, supervisor, ...")] = None,
+         root: Root = None, local: Local = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+         lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
+    """Print a component's log (all of them, briefly, without COMPONENT)."""
+    from . import stack
+    from .errors import ConfigError
+    from .process import tail_file
+
+    s = settings(root, local)
+    available = stack.component_logs(s)
+    if component is None and not follow:
+        for name, path in available.items():
+            typer.echo(f"==> {name} ({path})")
+            typer.echo(tail_file(path, lines))
+        return
+    name = component or "supervisor"
+    if name not in available:
+        fail(ConfigError(f"no log for {name!r}", f"one of: {', '.join(available) or 'none yet'}"))
+    try:
+        for line in stack.follow(available[name], lines) if follow else tail_file(available[name], lines).splitlines():
+            typer.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def snapshot(root: Root = None, local: Local = None) -> None:
+    """Take a snapshot now and print what was shipped."""
+    from . import stack
+
+    typer.echo(json.dumps(run(lambda: stack.snapshot_now(settings(root, local), progress=say)), indent=2, default=str))
+
+
+@app.command()
+def restore(root: Root = None, local: Local = None,
+            generation: Annotated[Optional[str], typer.Option("--generation", help="Generation to restore [newest].")] = None,
+            until: Annotated[Optional[str], typer.Option("--until", help="Recover up to this time (ISO 8601).")] = None) -> None:
+    """Restore the database from the root folder (the stack must be down)."""
+    from . import mirror, stack
+    from .errors import StackStateError
+
+    s = settings(root, local)
+
+    def restore_now() -> str:
+        if stack.supervisor_pid(s) is not None:
+            raise StackStateError("the stack is running", "mfcolab down first")
+        return mirror.restore(s, generation=generation, until=until, progress=say)
+
+    typer.echo(run(restore_now))
+
+
+@app.command()
+def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (omit with --root).")] = None,
+            key: Annotated[Optional[str], typer.Option("--key", help="Access key.")] = None,
+            root: Root = None,
+            profile: Annotated[str, typer.Option("--profile", help="Metaflow profile name.")] = "mfcolab") -> None:
+    """Point the Metaflow client on this machine at the service."""
+    from . import connect as client
+
+    root = root or (Path(os.environ["MF_ROOT"]) if os.environ.get("MF_ROOT") else None)
+    target, path, version = run(lambda: client.connect(url, key, root, profile))
+    say(f"connected to {target.service_url} (metadata service {version}); profile written to {path}")
+    typer.echo(f"export METAFLOW_PROFILE={profile}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(sys.argv[1:])

