@@ -173,7 +173,8 @@ def restore(root: Root = None, local: Local = None,
             generation: Annotated[Optional[str], typer.Option("--generation", help="Generation to restore [newest].")] = None,
             until: Annotated[Optional[str], typer.Option("--until", help="Recover up to this time (ISO 8601).")] = None) -> None:
     """Restore the database from the root folder (the stack must be down)."""
-    from . import mirror, stack
+    from . import restore as restoring
+    from . import stack
     from .errors import StackStateError
 
     s = settings(root, local)
@@ -181,7 +182,7 @@ def restore(root: Root = None, local: Local = None,
     def restore_now() -> str:
         if stack.supervisor_pid(s) is not None:
             raise StackStateError("the stack is running", "mfcolab down first")
-        return mirror.restore(s, generation=generation, until=until, progress=say)
+        return restoring.restore(s, generation=generation, until=until, progress=say)
 
     typer.echo(run(restore_now))
 

@@ -20,6 +20,8 @@ class Component(abc.ABC):
     name: str = ""
     start_timeout: float = 30.0  # seconds to become healthy before the start counts as failed
     stop_timeout: float = 10.0
+    essential: bool = True  # False: the stack comes up without it and keeps retrying it
+    restart_limit: int | None = 3  # failed starts in a row before FATAL; None: keep retrying
 
     @abc.abstractmethod
     def start(self) -> None:

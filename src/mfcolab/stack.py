@@ -72,8 +72,23 @@ def preflight(settings: Settings, root_given: bool) -> None:
     require_free_port(settings.pg_port, "Postgres server", "--pg-port")
 
 
+def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:
+    """Downloads and pulls happen here, in the foreground, so the user sees progress and errors."""
+    if settings.tunnel:
+        from .tunnel import ensure_cloudflared
+
+        ensure_cloudflared(settings)
+    if settings.engine == "official" or settings.ui == "official":
+        from . import containers, official
+        from .web import database_dsn
+
+        progress("preparing the official images (a first pull can take minutes)")
+        official.prepare_all(official.components(settings, database_dsn(settings)), containers.print_progress())
+
+
 def up(settings: Settings, *, root_given: bool, progress: Progress) -> dict[str, Any]:
     preflight(settings, root_given)
+    fetch_what_is_missing(settings, progress)
     settings.status_file.unlink(missing_ok=True)
     log_path = settings.logs_dir / "supervisor.log"
     with open(log_path, "ab") as out:
@@ -159,10 +174,10 @@ def status(settings: Settings) -> dict[str, Any]:
 
 
 def _snapshot_summary(settings: Settings) -> Any:
-    from . import mirror
+    from .restore import list_generations
 
     try:
-        return [g if isinstance(g, dict) else getattr(g, "__dict__", str(g)) for g in mirror.list_generations(settings)]
+        return [g if isinstance(g, dict) else getattr(g, "__dict__", str(g)) for g in list_generations(settings)]
     except Exception as exc:  # status must print even when the root folder is unreadable
         return {"error": str(exc)}
 

@@ -28,8 +28,7 @@ from .states import State
 
 log = logging.getLogger(__name__)
 
-START_RETRIES = 3  # consecutive failed starts before FATAL
-BACKOFF_MAX = 30.0
+BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # seconds of RUNNING after which the failure count resets
 TICK = 0.5
 
@@ -45,11 +44,12 @@ class Slot:
     restarts: int = 0
     retry_at: float = 0.0
     reason: str = ""
+    changed: bool = False  # since the status file was last written
 
     def move(self, state: State, reason: str = "") -> None:
         if state != self.state:
             log.info("%s: %s -> %s%s", self.component.name, self.state.value, state.value, f" ({reason})" if reason else "")
-        self.state, self.since, self.reason = state, time.time(), reason or self.reason
+        self.state, self.since, self.reason, self.changed = state, time.time(), reason, True
 
     def report(self) -> dict[str, Any]:
         c = self.component
@@ -145,10 +145,10 @@ class Supervisor:
         self.write_status()
 
     def _start_all(self) -> None:
-        from . import mirror
+        from .restore import restore_if_needed
 
-        self._set_phase("restoring from the root folder")
-        restored = mirror.restore_if_needed(self.settings, progress=lambda line: self._set_phase(line))
+        self._set_phase("checking the root folder for snapshots")
+        restored = restore_if_needed(self.settings, progress=lambda line: self._set_phase(line))
         if restored:
             log.info("%s", restored)
         for slot in self.slots:
@@ -178,10 +178,16 @@ class Supervisor:
             time.sleep(0.05)
         if self._stop.is_set():
             return
-        tail = _log_tail(component)
         why = "exited during start" if not component.alive() else f"not healthy after {component.start_timeout:.0f} s"
+        if not component.essential:
+            # BACKOFF: the stack comes up without it; the watch loop keeps retrying.
+            reason = component.info().get("error") or why
+            component.stop(component.stop_timeout)
+            slot.failures, slot.retry_at = 1, time.time() + 1.0
+            slot.move(State.BACKOFF, reason)
+            return
         slot.move(State.FATAL, why)
-        raise ComponentError(f"{component.name} {why}{tail}", f"mfcolab logs {component.name}")
+        raise ComponentError(f"{component.name} {why}{_log_tail(component)}", f"mfcolab logs {component.name}")
 
     def _watch(self) -> None:
         next_status = 0.0
@@ -191,7 +197,7 @@ class Supervisor:
             if self._snapshot_requested.is_set():
                 self._snapshot_requested.clear()
                 self._take_snapshot()
-            if time.monotonic() >= next_status:
+            if time.monotonic() >= next_status or any(slot.changed for slot in self.slots):
                 self.write_status()
                 next_status = time.monotonic() + 1.0
             self._stop.wait(TICK)
@@ -210,12 +216,14 @@ class Supervisor:
         if slot.state in (State.RUNNING, State.STARTING) and not component.alive():
             # RUNNING/STARTING -> BACKOFF: it died
             slot.failures = 1 if slot.state == State.RUNNING and now - slot.since > STABLE_AFTER else slot.failures + 1
-            if slot.failures > START_RETRIES:
+            limit = component.restart_limit
+            if limit is not None and slot.failures > limit:
                 slot.move(State.FATAL, f"died {slot.failures} times in a row; see its log")  # BACKOFF -> FATAL
                 return
             delay = min(2.0 ** (slot.failures - 1), BACKOFF_MAX)
             slot.retry_at = now + delay
-            slot.move(State.BACKOFF, f"exited with code {_exit_code(component)}; restarting in {delay:.0f} s")
+            why = component.info().get("error") or f"exited with code {_exit_code(component)}"
+            slot.move(State.BACKOFF, f"{why}; restarting in {delay:.0f} s")
         elif slot.state == State.BACKOFF and now >= slot.retry_at:
             # BACKOFF -> STARTING
             try:
@@ -262,6 +270,8 @@ class Supervisor:
         self.write_status()
 
     def write_status(self) -> None:
+        for slot in self.slots:
+            slot.changed = False
         status = {
             "supervisor_pid": os.getpid(),
             "started_at": self.started_at,

@@ -39,7 +39,11 @@ def build_app(settings: Settings) -> Any:
     else:
         metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
     api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
-    static_dir = settings.local / "ui-static" if settings.ui == "official" else None
+    static_dir = None
+    if settings.ui == "official":
+        from .official import ui_static_dir
+
+        static_dir = ui_static_dir(settings)
     return frontdoor.create_app(key, metadata, api=api, static_dir=static_dir)
 
 

@@ -1,0 +1,619 @@
+"""The mirror: ships a base backup and every completed WAL segment to <root>/snapshots/.
+
+Postgres hands each completed WAL segment to a local staging folder (`archive_command`, see
+`archive_options`). The mirror, running in the supervisor as root, compresses the staged
+segments into the root folder, extends the manifest, and from time to time takes a new base
+backup (pg_basebackup, tar format) so a restore never replays much WAL. A watchdog observer on
+the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
+An idle database writes nothing. Layout and atomic writes: `snapshots.py`; restore: `restore.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from . import postgres, snapshots
+from .errors import MfcolabError, SnapshotError
+from .settings import Settings
+from .snapshots import Generation, Manifest, WalRange
+
+log = logging.getLogger(__name__)
+
+BASE_MIN_WAL_BYTES = 16 * 1024 * 1024  # compressed WAL shipped before a new base is considered
+BASE_WAL_RATIO = 1.0  # ... and a new base once the WAL since the last one outweighs it
+FULL_PASS_SECONDS = 60.0  # look at the staging folder even without a watchdog event
+MAX_BACKOFF_SECONDS = 60.0
+FAILURE_LOG_SECONDS = 300.0
+FINAL_SYNC_SECONDS = 30.0
+BASE_FILES = ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest")
+
+
+@dataclasses.dataclass
+class ShipReport:
+    """What one call wrote to the root folder."""
+
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    segments: int = 0
+    generation: str | None = None  # a new base shipped by this call
+
+    def __str__(self) -> str:
+        base = f", new base {self.generation}" if self.generation else ""
+        return f"shipped {self.files} files ({self.segments} WAL segments{base}), {self.bytes / 1e6:.2f} MB in {self.seconds:.2f} s"
+
+
+@dataclasses.dataclass
+class LiveFacts:
+    system_identifier: str
+    segment_size: int
+    timeline: int
+    in_recovery: bool
+
+
+def archive_timeout(snapshot_interval: float) -> int:
+    """Seconds after which Postgres closes a segment that has writes, so it can ship.
+    Together with the ship interval it bounds the loss window (about 3 + 5 s at the defaults)."""
+    if snapshot_interval <= 0:
+        return 60
+    return max(1, min(60, math.ceil(snapshot_interval * 0.6)))
+
+
+def prepare_staging(settings: Settings) -> Path:
+    """The local folder archive_command writes to, owned by the server user."""
+    staging = settings.wal_staging_dir
+    staging.mkdir(parents=True, exist_ok=True)
+    postgres.give_to_server_user(staging)
+    return staging
+
+
+def archive_options(settings: Settings) -> dict[str, str]:
+    """Server options that make Postgres hand every completed WAL segment to the staging folder.
+    Creates that folder (owned by the server user) as a side effect."""
+    staging = shlex.quote(str(prepare_staging(settings))).replace("%", "%%")
+    # Copy under a temporary name, then rename: the mirror only ever sees whole segments.
+    command = f"cp %p {staging}/%f.tmp && mv -f {staging}/%f.tmp {staging}/%f"
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": command,
+        "archive_timeout": str(archive_timeout(settings.snapshot_interval)),
+        "max_wal_senders": "4",  # pg_basebackup -X stream uses two
+        "wal_compression": "on",  # full-page images compressed (pglz: the wheel has no lz4/zstd)
+        "full_page_writes": "on",  # required: base backups copy pages while they change
+        "checkpoint_timeout": "15min",  # fewer checkpoints, fewer full-page images in the WAL we ship
+        "max_wal_size": "256MB",
+        "min_wal_size": "32MB",
+    }
+
+
+class _StagingEvents(FileSystemEventHandler):
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("created", "moved", "closed", "modified"):
+            self.mirror.mark_dirty()
+
+
+class Mirror:
+    """Runs inside the supervisor. `start()` launches the observer and the loop; every step the
+    loop takes is a public method (`sync_once`, `snapshot`, `final_snapshot`) tests call directly."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dirty = True
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+        self._manifest: Manifest | None = None
+        self._facts: LiveFacts | None = None
+        self._timeline_seen = 0
+        self._base_process: subprocess.Popen[bytes] | None = None
+        self._state = "idle"
+        self._reason = ""
+        self._failures = 0
+        self._failing_since: float | None = None
+        self._last_failure_log = 0.0
+        self._next_attempt = 0.0
+        self._swept = False
+        self.last_report: ShipReport | None = None
+        prepare_staging(settings)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the observer and the loop; with snapshot_interval 0 neither runs."""
+        if self.settings.snapshot_interval <= 0 or self._thread is not None:
+            return
+        self._stopping.clear()
+        observer = Observer()
+        observer.schedule(_StagingEvents(self), str(self.settings.wal_staging_dir), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self._thread = threading.Thread(target=self._loop, name="mfcolab-mirror", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and the observer; an unfinished base backup is abandoned."""
+        self._stopping.set()
+        self._wake.set()
+        process = self._base_process
+        if process is not None and process.poll() is None:
+            process.kill()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+            self._observer = None
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    # --- public steps --------------------------------------------------------------------
+
+    def sync_once(self) -> ShipReport:
+        """Ship what is staged now (and a new base if one is due)."""
+        return self._guarded(force_base=False)
+
+    def snapshot(self) -> ShipReport:
+        """Take a new base backup now and ship it with everything staged."""
+        return self._guarded(force_base=True)
+
+    def final_snapshot(self) -> ShipReport:
+        """After Postgres stopped cleanly: ship every staged segment and the unfinished last one,
+        so nothing acknowledged is lost. Retries for up to FINAL_SYNC_SECONDS."""
+        self.stop()
+        deadline = time.monotonic() + FINAL_SYNC_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                with self._lock:
+                    report = self._run(lambda r: self._ship_staged(r, final=True), "final snapshot")
+                    self._ship_tail(report)
+                    return report
+            except (OSError, MfcolabError, psycopg2.Error) as exc:
+                self._record_failure(exc)
+                if time.monotonic() + delay > deadline:
+                    raise SnapshotError(f"final snapshot failed: {exc}", f"check that {self.settings.root} is writable, then mfcolab snapshot") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def info(self) -> dict[str, Any]:
+        manifest = self._manifest
+        newest = manifest.newest() if manifest else None
+        info: dict[str, Any] = {"state": self._state, "generations": len(manifest.generations) if manifest else 0}
+        if self._state == "failing":
+            info["reason"] = self._reason
+            info["failures"] = self._failures
+        if manifest is not None and newest is not None:
+            until = manifest.restored_until(newest)
+            info.update(generation=newest.id, age_s=round(time.time() - until, 1), size_bytes=newest.base_bytes + newest.wal_bytes)
+        if self.last_report is not None:
+            info["last_cycle"] = str(self.last_report)
+        return info
+
+    def healthy(self) -> bool:
+        return self._state != "failing" and (self._thread is None or self._thread.is_alive())
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        interval = self.settings.snapshot_interval
+        last_cycle = -math.inf
+        last_full_pass = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=interval)
+            self._wake.clear()
+            now = time.monotonic()
+            wait = max(last_cycle + interval, self._next_attempt) - now
+            if wait > 0 and self._stopping.wait(wait):
+                break
+            if self._stopping.is_set():
+                break
+            if not self._dirty and time.monotonic() - last_full_pass < FULL_PASS_SECONDS:
+                continue
+            last_cycle = time.monotonic()
+            last_full_pass = last_cycle
+            try:
+                self.sync_once()
+            except MfcolabError:
+                pass  # recorded by _guarded; the next attempt waits for the backoff
+
+    def _guarded(self, force_base: bool) -> ShipReport:
+        with self._lock:
+            self._dirty = False
+            try:
+                return self._run(lambda r: self._sync(r, force_base), "snapshot" if force_base else "sync")
+            except (OSError, MfcolabError, psycopg2.Error) as exc:
+                self._dirty = True
+                self._record_failure(exc)
+                raise SnapshotError(f"mirror cycle failed: {exc}", f"check that {self.settings.snapshots_dir} is writable") from exc
+
+    def _run(self, step: Any, what: str) -> ShipReport:
+        started = time.monotonic()
+        report = ShipReport()
+        self._state = "shipping"
+        step(report)
+        report.seconds = time.monotonic() - started
+        self.last_report = report
+        self._record_success()
+        if report.files:
+            log.info("mirror %s: %s", what, report)
+        return report
+
+    def _record_success(self) -> None:
+        if self._failures:
+            log.warning("mirror recovered after %d failed attempts", self._failures)
+        self._state, self._reason = "idle", ""
+        self._failures = 0
+        self._failing_since = None
+        self._next_attempt = 0.0
+
+    def _record_failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._failures += 1
+        self._state, self._reason = "failing", str(exc)
+        if self._failing_since is None:
+            self._failing_since = now
+        base = max(self.settings.snapshot_interval, 1.0)
+        self._next_attempt = now + min(MAX_BACKOFF_SECONDS, base * 2 ** (self._failures - 1))
+        if self._failures == 1 or now - self._last_failure_log >= FAILURE_LOG_SECONDS:
+            self._last_failure_log = now
+            log.warning("mirror: shipping to %s failed (%d consecutive): %s; the last complete snapshot stays current, retrying",
+                        self.settings.snapshots_dir, self._failures, exc)
+        self._manifest = None  # read it again: a failed write may or may not have landed
+
+    # --- one cycle -----------------------------------------------------------------------
+
+    def _sync(self, report: ShipReport, force_base: bool) -> None:
+        held = self._ship_staged(report, final=False)
+        facts = self._live_facts(required=force_base or held or self._manifest_or_load().newest() is None)
+        if facts is None:
+            return
+        if self._base_due(facts, held, force_base):
+            if self._take_base(facts, report):
+                self._ship_staged(report, final=False)
+        if not self._swept:
+            self._enforce_retention(self._manifest_or_load())
+            self._swept = True
+
+    def _manifest_or_load(self) -> Manifest:
+        if self._manifest is None:
+            snapshots.remove_stale_temps(self.settings.snapshots_dir)
+            self._manifest = snapshots.load_manifest(self.settings) or Manifest()
+        return self._manifest
+
+    def _staged(self) -> tuple[list[str], list[str]]:
+        """(history files, segments) waiting in the staging folder, in shipping order."""
+        history, segments = [], []
+        for name in sorted(os.listdir(self.settings.wal_staging_dir)):
+            if snapshots.is_history(name):
+                history.append(name)
+            elif snapshots.is_segment(name):
+                segments.append(name)
+            elif name.endswith((".partial", ".backup")):
+                # A promoted timeline's old tail and backup history files: not needed for restore.
+                (self.settings.wal_staging_dir / name).unlink(missing_ok=True)
+        return history, segments
+
+    def _ship_staged(self, report: ShipReport, final: bool) -> bool:
+        """Ship history files and every segment that extends a shipped range. Returns True if a
+        staged segment cannot be shipped (a gap, or a timeline without a base yet)."""
+        history, segments = self._staged()
+        if not history and not segments:
+            return False
+        manifest = self._manifest_or_load().copy()
+        facts = self._facts or self._live_facts(required=True)
+        assert facts is not None
+        staging = self.settings.wal_staging_dir
+        folder = snapshots.wal_dir(self.settings, facts.system_identifier)
+        done: list[Path] = []
+        obsolete: list[Path] = []
+        for name in history:
+            report.bytes += snapshots.copy_atomic(staging / name, folder / snapshots.wal_piece(name), compress=True)
+            report.files += 1
+            entry = f"{facts.system_identifier}/{name}"
+            if entry not in manifest.history:
+                manifest.history.append(entry)
+            self._timeline_seen = max(self._timeline_seen, snapshots.history_timeline(name))
+            done.append(staging / name)
+        held = False
+        for name in segments:
+            timeline, segno = snapshots.parse_segment(name, facts.segment_size)
+            self._timeline_seen = max(self._timeline_seen, timeline)
+            wal_range = _range_ending_before(manifest, facts, timeline, segno)
+            if wal_range is not None:
+                written = snapshots.copy_atomic(staging / name, folder / snapshots.wal_piece(name), compress=True)
+                report.bytes += written
+                report.files += 1
+                report.segments += 1
+                wal_range.last, wal_range.bytes, wal_range.shipped_at = segno, wal_range.bytes + written, time.time()
+                if wal_range.partial is not None and wal_range.partial <= segno:
+                    obsolete.append(folder / snapshots.partial_piece(name))
+                    wal_range.partial, wal_range.partial_bytes = None, 0
+                newest = manifest.newest(facts.system_identifier)
+                if newest is not None and wal_range.covers_start(newest):
+                    newest.wal_bytes += written
+                done.append(staging / name)
+            elif _already_shipped(manifest, facts, timeline, segno) or _before_newest_base(manifest, facts, timeline, segno):
+                done.append(staging / name)
+            else:
+                held = True
+        if report.files:
+            report.bytes += snapshots.save_manifest(self.settings, manifest)
+            report.files += 1
+        self._manifest = manifest
+        for path in done + obsolete:
+            path.unlink(missing_ok=True)
+        return held and not final
+
+    def _live_facts(self, required: bool) -> LiveFacts | None:
+        """System identifier, segment size and timeline of the running server (cached)."""
+        cached = self._facts
+        if cached is not None and not required and not cached.in_recovery and self._timeline_seen <= cached.timeline:
+            return self._facts
+        try:
+            conn = psycopg2.connect(self.dsn, connect_timeout=5)
+        except psycopg2.Error:
+            if self._facts is not None or not required:
+                return self._facts
+            return self._facts_from_control_file()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+                system_identifier = str(cur.fetchone()[0])  # type: ignore[index]
+                cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
+                segment_size = int(cur.fetchone()[0])  # type: ignore[index]
+                cur.execute("SELECT pg_is_in_recovery()")
+                in_recovery = bool(cur.fetchone()[0])  # type: ignore[index]
+                timeline = self._timeline_seen
+                if not in_recovery:
+                    cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+                    timeline = max(timeline, int(str(cur.fetchone()[0])[:8], 16))  # type: ignore[index]
+        finally:
+            conn.close()
+        self._facts = LiveFacts(system_identifier, segment_size, timeline, in_recovery)
+        self._timeline_seen = max(self._timeline_seen, timeline)
+        return self._facts
+
+    def _facts_from_control_file(self) -> LiveFacts:
+        control = read_control_data(self.settings)
+        self._facts = LiveFacts(
+            control["Database system identifier"], int(control["Bytes per WAL segment"]),
+            int(control["Latest checkpoint's TimeLineID"]), False,
+        )
+        return self._facts
+
+    def _base_due(self, facts: LiveFacts, held: bool, force: bool) -> bool:
+        if facts.in_recovery:
+            return False  # a base must come from the promoted server, on its own timeline
+        newest = self._manifest_or_load().newest(facts.system_identifier)
+        if force or held or newest is None or newest.timeline != max(facts.timeline, self._timeline_seen):
+            return True
+        return newest.wal_bytes >= max(BASE_MIN_WAL_BYTES, BASE_WAL_RATIO * newest.base_bytes)
+
+    # --- base backups --------------------------------------------------------------------
+
+    def _take_base(self, facts: LiveFacts, report: ShipReport) -> bool:
+        timeline = max(facts.timeline, self._timeline_seen)
+        history = f"{facts.system_identifier}/{timeline:08X}.history"
+        if timeline > 1 and history not in self._manifest_or_load().history:
+            self._dirty = True  # the history file has not shipped yet: a restore must never reuse this timeline
+            return False
+        generation_id = snapshots.format_generation(time.time())
+        local = self._run_basebackup(generation_id)
+        generation = _generation_from_backup(generation_id, local, facts)
+        dest = snapshots.base_dir(self.settings, generation_id)
+        for name in BASE_FILES:
+            written = snapshots.copy_atomic(local / name, dest / name)
+            generation.files[name] = written
+            report.bytes += written
+            report.files += 1
+        record = snapshots.json_bytes(dataclasses.asdict(generation))
+        report.bytes += snapshots.write_atomic(dest / snapshots.GENERATION_RECORD, [record])
+        manifest = self._manifest_or_load().copy()
+        manifest.generations.append(generation)
+        if manifest.range_for(generation) is None:
+            manifest.wal.append(WalRange(generation.system_identifier, generation.timeline, generation.segment_size,
+                                         generation.start_segment, generation.start_segment - 1, shipped_at=time.time()))
+        report.bytes += snapshots.save_manifest(self.settings, manifest)
+        report.files += 2
+        report.generation = generation_id
+        self._manifest = manifest
+        shutil.rmtree(local, ignore_errors=True)
+        shutil.rmtree(snapshots.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
+        self._enforce_retention(manifest)
+        return True
+
+    def _run_basebackup(self, generation_id: str) -> Path:
+        staging = snapshots.base_staging_dir(self.settings)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        postgres.give_to_server_user(staging)
+        target = staging / generation_id
+        argv = [
+            str(postgres.pg_binary("pg_basebackup")), "-D", str(target), "--format=tar", "--wal-method=stream",
+            "--checkpoint=fast", "--compress=gzip:1", "--no-sync", f"--label=mfcolab {generation_id}",
+            "-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port), "-U", postgres.DB_USER,
+        ]
+        process = subprocess.Popen(argv, user=postgres.server_user(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._base_process = process
+        try:
+            output, _ = process.communicate(timeout=6 * 3600)
+        finally:
+            self._base_process = None
+        if process.returncode != 0:
+            raise SnapshotError(f"pg_basebackup failed: {output.decode(errors='replace').strip()[-500:]}", "mfcolab logs postgres")
+        return target
+
+    # --- retention -----------------------------------------------------------------------
+
+    def _enforce_retention(self, manifest: Manifest) -> None:
+        """Keep the newest keep_generations generations and the WAL they need; delete the rest
+        (after the manifest that no longer names them is written)."""
+        keep = manifest.generations[-self.settings.keep_generations:]
+        if len(keep) < len(manifest.generations) or any(not _needed(r, keep) for r in manifest.wal):
+            trimmed = manifest.copy()
+            trimmed.generations = keep
+            trimmed.wal = [r for r in trimmed.wal if _needed(r, keep)]
+            for wal_range in trimmed.wal:
+                wal_range.first = min(g.start_segment for g in keep if wal_range.covers_start(g))
+            snapshots.save_manifest(self.settings, trimmed)
+            self._manifest = manifest = trimmed
+        self._sweep(manifest)
+
+    def _sweep(self, manifest: Manifest) -> None:
+        """Delete what no kept generation needs. Base folders newer than the newest known
+        generation are left alone (a base shipped just before a crash, named later)."""
+        newest = manifest.newest()
+        if newest is None:
+            return
+        kept = {g.id for g in manifest.generations}
+        bases = self.settings.snapshots_dir / "base"
+        for folder in sorted(bases.iterdir()) if bases.is_dir() else []:
+            if folder.name not in kept and folder.name < newest.id:
+                _remove_folder(folder)
+        wal_root = self.settings.snapshots_dir / "wal"
+        for folder in sorted(wal_root.iterdir()) if wal_root.is_dir() else []:
+            ranges = [r for r in manifest.wal if r.system_identifier == folder.name]
+            for name in os.listdir(folder):
+                if not _wal_piece_needed(name, ranges):
+                    (folder / name).unlink(missing_ok=True)
+
+    # --- clean stop ----------------------------------------------------------------------
+
+    def _ship_tail(self, report: ShipReport) -> None:
+        """Ship the WAL Postgres wrote after its last archived segment, ending with the
+        unfinished segment that holds the shutdown checkpoint."""
+        control = read_control_data(self.settings)
+        if control.get("Database cluster state") != "shut down":
+            log.warning("final snapshot: Postgres did not stop cleanly; its unfinished WAL segment is not shipped")
+            return
+        facts = self._facts or self._facts_from_control_file()
+        segment_size = int(control["Bytes per WAL segment"])
+        timeline = int(control["Latest checkpoint's TimeLineID"])
+        end = snapshots.parse_lsn(control["Latest checkpoint location"]) // segment_size
+        manifest = self._manifest_or_load().copy()
+        candidates = [r for r in manifest.wal if r.system_identifier == facts.system_identifier and r.timeline == timeline and r.last < end]
+        if not candidates:
+            return
+        wal_range = max(candidates, key=lambda r: r.last)
+        folder = snapshots.wal_dir(self.settings, facts.system_identifier)
+        pg_wal = self.settings.pgdata / "pg_wal"
+        for segno in range(wal_range.last + 1, end + 1):
+            name = wal_range.name(segno)
+            piece = snapshots.wal_piece(name) if segno < end else snapshots.partial_piece(name)
+            written = snapshots.copy_atomic(pg_wal / name, folder / piece, compress=True)
+            report.files += 1
+            report.bytes += written
+            report.segments += 1
+            if segno < end:
+                wal_range.last, wal_range.bytes = segno, wal_range.bytes + written
+            else:
+                wal_range.partial, wal_range.partial_bytes = segno, written
+        wal_range.shipped_at = time.time()
+        report.bytes += snapshots.save_manifest(self.settings, manifest)
+        report.files += 1
+        self._manifest = manifest
+
+
+def read_control_data(settings: Settings) -> dict[str, str]:
+    """pg_controldata of the local data directory, as a dict."""
+    output = postgres.run_pg_tool("pg_controldata", ["-D", str(settings.pgdata)])
+    values = {}
+    for line in output.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            values[name.strip()] = value.strip()
+    return values
+
+
+def _generation_from_backup(generation_id: str, local: Path, facts: LiveFacts) -> Generation:
+    backup = json.loads((local / "backup_manifest").read_bytes())
+    ranges = backup["WAL-Ranges"]
+    start = snapshots.parse_lsn(ranges[0]["Start-LSN"])
+    timeline = int(ranges[-1]["Timeline"])
+    return Generation(
+        id=generation_id, system_identifier=str(backup["System-Identifier"]), timeline=timeline,
+        segment_size=facts.segment_size, start_lsn=ranges[0]["Start-LSN"], end_lsn=ranges[-1]["End-LSN"],
+        start_segment=start // facts.segment_size, files={}, created=time.time(),
+    )
+
+
+def _range_ending_before(manifest: Manifest, facts: LiveFacts, timeline: int, segno: int) -> WalRange | None:
+    for wal_range in manifest.wal:
+        if wal_range.system_identifier == facts.system_identifier and wal_range.timeline == timeline and wal_range.last + 1 == segno:
+            return wal_range
+    return None
+
+
+def _already_shipped(manifest: Manifest, facts: LiveFacts, timeline: int, segno: int) -> bool:
+    return any(
+        r.system_identifier == facts.system_identifier and r.timeline == timeline and r.first <= segno <= r.last
+        for r in manifest.wal
+    )
+
+
+def _before_newest_base(manifest: Manifest, facts: LiveFacts, timeline: int, segno: int) -> bool:
+    """A segment older than the newest base of its timeline that no range can take: useless."""
+    return any(
+        g.system_identifier == facts.system_identifier and g.timeline == timeline and segno < g.start_segment
+        for g in manifest.generations
+    )
+
+
+def _needed(wal_range: WalRange, keep: list[Generation]) -> bool:
+    return any(wal_range.covers_start(g) for g in keep)
+
+
+def _wal_piece_needed(name: str, ranges: list[WalRange]) -> bool:
+    if snapshots.is_temp(name):
+        return False
+    if name.endswith(".history.gz"):
+        return True
+    segment = name.split(".", 1)[0]
+    if not snapshots.is_segment(segment) or not ranges:
+        return bool(ranges)
+    for wal_range in ranges:
+        timeline, segno = snapshots.parse_segment(segment, wal_range.segment_size)
+        if timeline != wal_range.timeline:
+            continue
+        if name.endswith(".partial.gz"):
+            if wal_range.partial == segno:
+                return True
+        elif wal_range.first <= segno <= wal_range.last:
+            return True
+    return False
+
+
+def _remove_folder(folder: Path) -> None:
+    for name in os.listdir(folder):
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,289 @@
+"""Restore a database from <root>/snapshots/ before Postgres starts.
+
+A restore unpacks a generation's base backup into a fresh folder beside the data directory,
+puts the generation's WAL (decompressed) in a local folder, writes recovery.signal and a
+restore_command, and only then moves the folder into place. Postgres replays the WAL and
+promotes itself when it starts. Nothing existing is overwritten: a non-empty data directory is
+kept, or moved aside when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import postgres, snapshots
+from .errors import ConfigError, SnapshotError, StackStateError
+from .process import pid_alive
+from .settings import Settings
+from .snapshots import Generation, Manifest
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+CONF_BEGIN = "# mfcolab restore: begin"
+CONF_END = "# mfcolab restore: end"
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationInfo:
+    id: str
+    created: float
+    until: float  # when the newest WAL it replays was shipped
+    timeline: int
+    size_bytes: int
+    newest: bool
+
+
+def list_generations(settings: Settings) -> list[GenerationInfo]:
+    """Complete generations in the root folder, oldest first."""
+    manifest = snapshots.load_manifest(settings)
+    if manifest is None:
+        return []
+    newest = manifest.newest()
+    return [
+        GenerationInfo(g.id, g.created, manifest.restored_until(g), g.timeline, g.base_bytes + g.wal_bytes, g is newest)
+        for g in manifest.generations
+    ]
+
+
+def restore_if_needed(settings: Settings, progress: Progress = print) -> str | None:
+    """Before Postgres starts: restore the newest complete state into an empty or missing data
+    directory. A data directory that holds a database is kept. None: nothing to restore."""
+    pgdata = settings.pgdata
+    if (pgdata / "PG_VERSION").exists():
+        return _describe_kept(settings)
+    if pgdata.exists() and any(pgdata.iterdir()):
+        raise ConfigError(f"{pgdata} is not empty but holds no database", "move it away, or point PGDATA_DIR at an empty folder")
+    manifest = snapshots.load_manifest(settings)
+    if manifest is None or not manifest.generations:
+        return None
+    errors = []
+    for generation in reversed(manifest.generations):
+        try:
+            return _restore(settings, manifest, generation, manifest.end_segment(generation), None, progress)
+        except SnapshotError as exc:
+            errors.append(str(exc))
+            progress(f"generation {generation.id} cannot be restored ({exc}); trying an older one")
+    raise SnapshotError(f"no generation in {settings.snapshots_dir} could be restored: {'; '.join(errors)}",
+                        "check the root folder, or start empty by moving snapshots/ aside")
+
+
+def restore(settings: Settings, generation: str | None = None, until: str | None = None,
+            progress: Progress = print, move_aside: bool = False) -> str:
+    """`mfcolab restore`: restore a generation (default: the newest) on purpose, optionally only
+    up to a point in time. The stack must be down; an existing database is moved aside only
+    when `move_aside` is set."""
+    _require_stack_down(settings)
+    manifest = snapshots.load_manifest(settings)
+    if manifest is None or not manifest.generations:
+        raise SnapshotError(f"no snapshot in {settings.snapshots_dir}", "check --root")
+    chosen = manifest.find(generation) if generation else manifest.newest()
+    assert chosen is not None
+    target_time = _parse_until(until) if until else None
+    pgdata = settings.pgdata
+    if pgdata.exists() and any(pgdata.iterdir()):
+        if not move_aside:
+            raise ConfigError(f"{pgdata} already holds a database", "mfcolab restore --move-aside (keeps it under a new name)")
+        aside = _free_name(pgdata.with_name(f"{pgdata.name}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}"))
+        os.rename(pgdata, aside)
+        progress(f"moved the current database aside to {aside}")
+    end = manifest.end_segment(chosen)
+    if target_time is not None and target_time >= manifest.restored_until(chosen):
+        progress(f"{until} is after the end of generation {chosen.id}: restoring all of it")
+        target_time = None
+    return _restore(settings, manifest, chosen, end, target_time, progress)
+
+
+# --- the restore itself --------------------------------------------------------------------------
+
+def _restore(settings: Settings, manifest: Manifest, generation: Generation, end: int,
+             target_time: datetime | None, progress: Progress) -> str:
+    started = time.monotonic()
+    pgdata = settings.pgdata
+    work = pgdata.with_name(f".{pgdata.name}.restoring")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        progress(f"restoring generation {generation.id}: unpacking the base backup ({generation.base_bytes / 1e6:.1f} MB)")
+        _unpack_base(settings, generation, work)
+        wal_dir = snapshots.restore_wal_dir(settings)
+        shutil.rmtree(wal_dir, ignore_errors=True)
+        wal_dir.mkdir(parents=True)
+        last = _fetch_wal(settings, manifest, generation, end, wal_dir, progress)
+        _configure_recovery(work, wal_dir, target_time)
+        if pgdata.exists():
+            pgdata.rmdir()  # empty (checked by the callers)
+        os.rename(work, pgdata)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    postgres.ensure_server_user()
+    postgres.give_to_server_user(pgdata, 0o700)
+    postgres.give_to_server_user(wal_dir, 0o700)
+    until = "" if target_time is None else f" up to {target_time.isoformat()}"
+    description = (f"restored generation {generation.id} (base {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(generation.created))},"
+                   f" WAL through {last or 'the base'}{until}) into {pgdata} in {time.monotonic() - started:.1f} s;"
+                   " Postgres finishes recovery when it starts")
+    progress(description)
+    return description
+
+
+def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None:
+    folder = snapshots.base_dir(settings, generation.id)
+    for name, size in generation.files.items():
+        path = folder / name
+        try:
+            actual = path.stat().st_size
+        except OSError as exc:
+            raise SnapshotError(f"{path} is missing: {exc}", "restore an older generation") from exc
+        if actual != size:
+            raise SnapshotError(f"{path} has {actual} bytes, the manifest says {size}", "restore an older generation")
+    _extract(folder / "base.tar.gz", work)
+    (work / "pg_wal").mkdir(exist_ok=True)
+    _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
+    (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(dest, filter="tar")
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
+
+
+def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, end: int, wal_dir: Path,
+               progress: Progress) -> str | None:
+    """Decompress the generation's WAL segments (and every timeline history file) into the local
+    folder restore_command reads. Stops at the first missing or damaged segment: the database
+    then ends there, still consistent. Returns the last segment name."""
+    source = snapshots.wal_dir(settings, generation.system_identifier)
+    for entry in manifest.history:
+        system_identifier, name = entry.split("/", 1)
+        if system_identifier == generation.system_identifier and (source / snapshots.wal_piece(name)).exists():
+            snapshots.gunzip_to(source / snapshots.wal_piece(name), wal_dir / name)
+    wal_range = manifest.range_for(generation)
+    if wal_range is None:
+        return None
+    last = None
+    count = max(0, end - generation.start_segment + 1)
+    if count:
+        progress(f"fetching {count} WAL segments")
+    for segno in range(generation.start_segment, end + 1):
+        name = wal_range.name(segno)
+        try:
+            snapshots.gunzip_to(source / snapshots.wal_piece(name), wal_dir / name)
+        except SnapshotError as exc:
+            progress(f"WAL ends early at {name}: {exc}")
+            return last
+        last = name
+    if wal_range.partial is not None and wal_range.partial == end + 1 and end == wal_range.last:
+        name = wal_range.name(wal_range.partial)
+        try:
+            snapshots.gunzip_to(source / snapshots.partial_piece(name), wal_dir / name)
+            last = f"{name} (unfinished)"
+        except SnapshotError as exc:
+            progress(f"the unfinished last segment {name} is unusable: {exc}")
+    return last
+
+
+def _configure_recovery(pgdata: Path, wal_dir: Path, target_time: datetime | None) -> None:
+    """recovery.signal plus settings in postgresql.auto.conf: replay everything shipped (or up to
+    `target_time`) on the backup's timeline, then promote."""
+    (pgdata / "recovery.signal").write_text("")
+    for stale in ("standby.signal", "postmaster.pid"):
+        (pgdata / stale).unlink(missing_ok=True)
+    conf = pgdata / "postgresql.auto.conf"
+    kept = _without_block(conf.read_text() if conf.exists() else "")
+    source = str(wal_dir).replace("'", "''")
+    # A missing file is the normal end of the archive: test first so the server log stays quiet.
+    command = f'test -f "{source}/%f" && cp "{source}/%f" "%p"'
+    lines = [CONF_BEGIN, f"restore_command = '{command}'", "recovery_target_timeline = 'current'"]
+    if target_time is not None:
+        lines += [f"recovery_target_time = '{target_time.isoformat()}'", "recovery_target_action = 'promote'"]
+    lines.append(CONF_END)
+    conf.write_text(kept + "\n".join(lines) + "\n")
+
+
+def _without_block(text: str) -> str:
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == CONF_BEGIN:
+            inside = True
+        elif line.strip() == CONF_END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "".join(out)
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def _describe_kept(settings: Settings) -> str:
+    """Say why the local database is kept, and warn when the root folder holds newer data."""
+    pgdata = settings.pgdata
+    try:
+        manifest = snapshots.load_manifest(settings)
+    except OSError:
+        manifest = None
+    newest = manifest.newest() if manifest else None
+    if manifest is None or newest is None:
+        return f"kept the local database in {pgdata} (the root folder holds no snapshot)"
+    try:
+        control = _control_data(settings)
+    except Exception as exc:  # noqa: BLE001 - a description only; Postgres will report real trouble
+        return f"kept the local database in {pgdata} (could not read its control file: {exc})"
+    if control.get("Database system identifier") != newest.system_identifier:
+        log.warning("the local database in %s is not the one snapshotted in %s", pgdata, settings.snapshots_dir)
+        return (f"kept the local database in {pgdata}; it is a different database from the snapshots in "
+                f"{settings.snapshots_dir} (to use those: mfcolab down, then mfcolab restore --move-aside)")
+    local_lsn = snapshots.parse_lsn(control["Latest checkpoint location"])
+    wal_range = manifest.range_for(newest)
+    shipped_end = ((wal_range.last + 1) if wal_range else newest.start_segment) * newest.segment_size
+    if local_lsn + newest.segment_size < shipped_end:
+        log.warning("the local database in %s is older than the newest snapshot", pgdata)
+        return (f"kept the local database in {pgdata}, although the newest snapshot is newer "
+                "(to use it: mfcolab down, then mfcolab restore --move-aside)")
+    return f"kept the local database in {pgdata} (it is at least as new as the newest snapshot {newest.id})"
+
+
+def _control_data(settings: Settings) -> dict[str, str]:
+    from .mirror import read_control_data
+
+    return read_control_data(settings)
+
+
+def _require_stack_down(settings: Settings) -> None:
+    for pid_file in (settings.supervisor_pid_file, settings.pgdata / "postmaster.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid_alive(pid):
+            raise StackStateError(f"the stack is running (pid {pid} from {pid_file})", "mfcolab down, then mfcolab restore")
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _parse_until(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--until {text!r} is not a time", "--until '2026-01-31 14:05:00' (local time) or ISO 8601 with an offset") from exc
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.astimezone(timezone.utc)

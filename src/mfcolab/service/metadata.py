@@ -1,0 +1,81 @@
+"""Routes for metadata: post a task's list, read a task's or a run's rows.
+
+A POST is one statement: it resolves the task and inserts every row of the posted list
+(the body's own JSON, checked first), so an unknown
+run or task is a 400 and nothing else needs a round trip. The same field may be posted
+again (the client re-sends system metadata on each attempt): rows are never merged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from . import sql
+from .clock import now_ms
+from .database import db
+from .http import ApiError, endpoint, json_text
+from .inputs import (
+    as_list,
+    body_text,
+    check_value,
+    list_item,
+    opt_text,
+    parse_json,
+    path_text,
+    run_key,
+    task_key,
+    text_list,
+)
+
+NOT_REGISTERED = "need to register run_id and task_id first"
+
+
+_TEXT_FIELDS = ("field_name", "type", "user_name")
+
+
+def check_metadata(items: list[Any]) -> None:
+    """Every item an object with text fields (missing ones default to " " in SQL), tag lists
+    and any JSON value; a null value means the row is not stored."""
+    for index, raw in enumerate(items):
+        item = list_item(raw, index)
+        for field in _TEXT_FIELDS:
+            opt_text(item, field)
+        check_value(item.get("value"))
+        text_list(item, "tags")
+        text_list(item, "system_tags")
+
+
+@endpoint
+async def create_metadata(request: web.Request) -> web.Response:
+    flow_id = path_text(request.match_info, "flow_id")
+    run = run_key(request.match_info["run_number"])
+    step_name = path_text(request.match_info, "step_name")
+    task = task_key(request.match_info["task_id"])
+    text = body_text(await request.read())
+    check_metadata(as_list(parse_json(text)))
+    row = await db(request).fetchrow(
+        sql.CREATE_METADATA.get(run, task), flow_id, run.value, step_name, task.value, now_ms(), text
+    )
+    if row is None or row[0] == 0:
+        raise ApiError(400, NOT_REGISTERED)
+    return json_text(json.dumps({"metadata_created": row[1]}))
+
+
+@endpoint
+async def task_metadata(request: web.Request) -> web.Response:
+    flow_id = path_text(request.match_info, "flow_id")
+    run = run_key(request.match_info["run_number"])
+    step_name = path_text(request.match_info, "step_name")
+    task = task_key(request.match_info["task_id"])
+    text = await db(request).fetchval(sql.TASK_METADATA.get(run, task), flow_id, run.value, step_name, task.value)
+    return json_text(text)
+
+
+@endpoint
+async def run_metadata(request: web.Request) -> web.Response:
+    flow_id = path_text(request.match_info, "flow_id")
+    run = run_key(request.match_info["run_number"])
+    return json_text(await db(request).fetchval(sql.RUN_METADATA.get(run), flow_id, run.value))

@@ -1,0 +1,257 @@
+"""The mirror against a real Postgres: shipping, bases, retention, failures, links, crashes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, links_in, run_trial, start_archiving_postgres,
+                            summary, switch_wal, wait_for)
+
+from conftest import make_settings
+from mfcolab import snapshots
+from mfcolab.errors import SnapshotError
+from mfcolab.mirror import Mirror
+from mfcolab.restore import list_generations
+
+
+def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
+    """SIGKILL Postgres and the mirror process at random instants (half of them the moment a
+    temporary file exists in the root folder), wipe the local folder, restore: every trial
+    starts, pg_amcheck is clean, and no write inside the shipped WAL is missing."""
+    settings = make_settings(tmp_path)
+    rng = random.Random(20260101)
+    results = [run_trial(settings, trial, rng, mid_ship=trial % 2 == 1) for trial in range(4)]
+    print(summary(results))
+    print(dump(results))
+    for result in results:
+        assert result.restored, result.error
+        assert result.acked > 0
+        assert result.missing_before_shipped_end == 0, result
+    assert links_in(settings.root) == []
+
+
+# --- the mirror's public steps, driven directly (loop off) -------------------------------------
+
+def test_mirror_sync_once_ships_segments_and_an_idle_database_writes_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    pg = start_archiving_postgres(settings)
+    try:
+        mirror = Mirror(settings, pg.dsn)
+        first = mirror.sync_once()
+        assert first.generation is not None  # no base yet: the first cycle takes one
+        execute(pg.dsn, "CREATE TABLE t (x INT)")
+        name = switch_wal(settings, pg.dsn)
+        report = mirror.sync_once()
+        assert report.segments >= 1
+        assert (snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)).is_file()
+        assert not (settings.wal_staging_dir / name).exists()
+        before = _tree(settings.root)
+        idle = mirror.sync_once()
+        assert (idle.files, idle.bytes) == (0, 0)
+        assert _tree(settings.root) == before
+        info = mirror.info()
+        assert info["state"] == "idle" and info["generation"] == first.generation and info["size_bytes"] > 0
+    finally:
+        pg.stop(20)
+
+
+def test_mirror_start_loop_ships_without_being_called(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0.2)
+    pg = start_archiving_postgres(settings)
+    mirror = Mirror(settings, pg.dsn)
+    try:
+        mirror.start()
+        wait_for(lambda: mirror.info().get("generation") is not None, 60, "the first base")
+        execute(pg.dsn, "CREATE TABLE t (x INT)")
+        name = switch_wal(settings, pg.dsn)
+        piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
+        wait_for(piece.is_file, 60, "the loop to ship the segment")
+        assert mirror.healthy()
+    finally:
+        mirror.stop()
+        pg.stop(20)
+
+
+def test_mirror_retention_keeps_the_newest_generations(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0, keep_generations=2)
+    pg = start_archiving_postgres(settings)
+    try:
+        mirror = Mirror(settings, pg.dsn)
+        execute(pg.dsn, "CREATE TABLE t (x INT)")
+        made = []
+        for n in range(4):
+            made.append(mirror.snapshot().generation)
+            execute(pg.dsn, "INSERT INTO t VALUES (%s)", (n,))
+            switch_wal(settings, pg.dsn)
+            mirror.sync_once()
+        kept = [g.id for g in list_generations(settings)]
+        assert kept == made[-2:]
+        assert sorted(p.name for p in (settings.snapshots_dir / "base").iterdir()) == kept
+        manifest = snapshots.load_manifest(settings)
+        assert manifest is not None
+        oldest = manifest.generations[0]
+        for piece in snapshots.wal_dir(settings, oldest.system_identifier).iterdir():
+            if snapshots.is_segment(piece.name.split(".")[0]):
+                assert snapshots.parse_segment(piece.name.split(".")[0], oldest.segment_size)[1] >= oldest.start_segment
+    finally:
+        pg.stop(20)
+
+
+# --- a root folder like Drive: no links, failing writes --------------------------------------------
+
+NO_LINKS_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+static int under_root(const char *path) {
+    const char *root = getenv("NO_LINKS_ROOT");
+    return root && path && strncmp(path, root, strlen(root)) == 0;
+}
+static int refuse(const char *what, const char *path) {
+    FILE *log = fopen(getenv("NO_LINKS_LOG"), "a");
+    if (log) { fprintf(log, "%s %s\n", what, path); fclose(log); }
+    errno = EOPNOTSUPP;
+    return -1;
+}
+int link(const char *a, const char *b) { return refuse("link", b); }
+int linkat(int fa, const char *a, int fb, const char *b, int flags) { return refuse("linkat", b); }
+int symlink(const char *a, const char *b) { return refuse("symlink", b); }
+int symlinkat(const char *a, int fd, const char *b) { return refuse("symlinkat", b); }
+int chmod(const char *p, mode_t m) { return under_root(p) ? refuse("chmod", p) : ((int (*)(const char *, mode_t))dlsym(RTLD_NEXT, "chmod"))(p, m); }
+int rename(const char *a, const char *b) {
+    struct stat st;
+    if (under_root(a) && stat(a, &st) == 0 && S_ISDIR(st.st_mode)) return refuse("rename-dir", a);
+    return ((int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename"))(a, b);
+}
+"""
+
+SHIM_CHILD = """
+import os, sys, time, errno
+from mfcolab.settings import Settings
+from mfcolab.mirror import Mirror
+import psycopg2
+settings = Settings.resolve()
+try:
+    os.link(__file__ if '__file__' in dir() else sys.executable, str(settings.root / 'probe'))
+    raise SystemExit('the shim did not refuse a link')
+except OSError as exc:
+    assert exc.errno == errno.EOPNOTSUPP, exc
+mirror = Mirror(settings, sys.argv[1])
+print(mirror.snapshot())
+conn = psycopg2.connect(sys.argv[1]); conn.autocommit = True
+cur = conn.cursor()
+cur.execute("CREATE TABLE shim (x INT)"); cur.execute("INSERT INTO shim VALUES (42)")
+cur.execute("SELECT pg_walfile_name(pg_switch_wal())"); name = cur.fetchone()[0]
+while not (settings.wal_staging_dir / name).exists():
+    time.sleep(0.05)
+print(mirror.sync_once())
+print(mirror.snapshot())
+"""
+
+
+def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> None:
+    """Mirror and restore run with link(), symlink(), chmod() and directory renames refused in
+    the root folder (an LD_PRELOAD shim, the way Drive's FUSE mount refuses them)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the no-links shim")
+    shim = tmp_path / "nolinks.so"
+    source = tmp_path / "nolinks.c"
+    source.write_text(NO_LINKS_SHIM)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"], check=True)
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    settings.root.mkdir(parents=True)
+    refused = tmp_path / "refused.log"
+    env = {**os.environ, **settings.to_env(), "LD_PRELOAD": str(shim), "NO_LINKS_ROOT": str(settings.root), "NO_LINKS_LOG": str(refused)}
+    pg = start_archiving_postgres(settings)
+    try:
+        result = subprocess.run([sys.executable, "-c", SHIM_CHILD, pg.dsn], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        kill_postgres(pg)
+    assert refused.read_text().split()[0] == "link"  # the probe, and nothing after it
+    assert len(refused.read_text().splitlines()) == 1
+    assert links_in(settings.root) == []
+    shutil.rmtree(settings.local)
+    restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"
+    result = subprocess.run([sys.executable, "-c", restore_child], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stack = ComponentStack(settings)
+    stack.up()
+    try:
+        assert execute(stack.dsn, "SELECT x FROM shim") == [(42,)]
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def tmpfs_root(tmp_path: Path) -> Iterator[Path]:
+    """A root folder on its own tmpfs, so it can be made read-only under a running mirror."""
+    root = tmp_path / "root"
+    root.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    yield root
+    subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+def _remount(root: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(root)], check=True)
+
+
+def test_mirror_failing_writes_keep_the_last_good_state_and_recover(tmp_path: Path, tmpfs_root: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    pg = start_archiving_postgres(settings)
+    try:
+        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+        mirror = Mirror(settings, pg.dsn)
+        good = mirror.snapshot().generation
+        manifest_before = snapshots.manifest_path(settings).read_bytes()
+        execute(pg.dsn, "INSERT INTO marks VALUES ('while-failing')")
+        name = switch_wal(settings, pg.dsn)
+        _remount(tmpfs_root, "ro")
+        caplog.set_level(logging.WARNING, logger="mfcolab.mirror")
+        for _attempt in range(3):
+            with pytest.raises(SnapshotError):
+                mirror.sync_once()
+        assert mirror.info()["state"] == "failing" and "Read-only" in mirror.info()["reason"]
+        assert not mirror.healthy()
+        assert snapshots.manifest_path(settings).read_bytes() == manifest_before
+        assert [g.id for g in list_generations(settings)] == [good]
+        assert (settings.wal_staging_dir / name).exists()  # kept until it ships
+        _remount(tmpfs_root, "rw")
+        report = mirror.sync_once()
+        assert report.segments >= 1 and mirror.info()["state"] == "idle"
+        failures = [r for r in caplog.records if "shipping to" in r.getMessage()]
+        recovered = [r for r in caplog.records if "recovered" in r.getMessage()]
+        assert len(failures) == 1 and len(recovered) == 1
+    finally:
+        kill_postgres(pg)
+    shutil.rmtree(settings.local)
+    stack = ComponentStack(settings)
+    stack.up()
+    try:
+        assert execute(stack.dsn, "SELECT label FROM marks") == [("while-failing",)]
+    finally:
+        stack.stop()
+
+
+def _system_id(dsn: str) -> str:
+    return str(execute(dsn, "SELECT system_identifier::text FROM pg_control_system()")[0][0])
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
