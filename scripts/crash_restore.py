@@ -1,61 +1,535 @@
 #!/usr/bin/env python3
-"""Crash torture for the mirror: N trials of write, SIGKILL everything, wipe local, restore.
+"""Crash torture of the real stack: N trials of write, SIGKILL everything, wipe local, `mfcolab up`.
 
-Each trial starts the stack on the same root folder (restoring what the previous trial left),
-keeps Metaflow's per-task write sequence going, SIGKILLs every process at a random instant (every
-other trial: the moment a temporary file appears in the root folder, i.e. mid-ship), deletes the
-local folder (a new machine), restores, starts Postgres, runs pg_amcheck and counts acknowledged
-runs that are missing. Prints trials, failed restores and the loss windows.
+All trials share one root folder (as a user's Drive does); each trial is a new runtime:
 
-The stack is `ComponentStack` (Postgres + a mirror process, driven directly). To run the trials
-against the real `mfcolab up`, give run_trial a stack class with the same five methods
-(up, dsn, kill_all, check_database, stop) that shells out to `mfcolab up/down` and kills the
-supervisor's process group.
+1. the stack is up (`mfcolab up`: the first trial on an empty root, every later one restored by
+   the previous trial);
+2. a client keeps Metaflow's per-task write sequence going through the front door with the access
+   key (create a run, its step and task, post metadata and artifacts, heartbeat) and records each
+   run the service acknowledged, with the time the last answer arrived;
+3. at a random instant, or the moment the mirror has a temporary file open in the root folder
+   (mid-ship), or while pg_basebackup runs (mid-base), every process of the stack is SIGKILLed:
+   the supervisor, Postgres and all its children, the web process and anything else they started,
+   by process group, frozen first with SIGSTOP so they all die at the same instant;
+4. the local folder is deleted (a new runtime) and `mfcolab up` runs again: it restores;
+5. checks: pg_amcheck (every database, heap and indexes) finds nothing; the service's HTTP API
+   reads every run of every earlier trial that survived, and every acknowledged run of this trial
+   is either complete (task, metadata, artifacts) or among the newest ones (what was lost is a
+   suffix, never a hole); the Client API, in a fresh process, reads the same runs.
+
+Prints one line per trial, then: trials, failed restores, largest and median data-loss window
+(seconds between the kill and the oldest acknowledged run that is missing; 0 when nothing is
+missing). Exit code 0 when no restore failed and no loss window exceeds --max-window.
 
     python scripts/crash_restore.py --trials 50
+    python scripts/crash_restore.py --components --trials 50   # Postgres + mirror driven directly
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import http.client
 import json
+import os
 import random
 import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
 
-from conftest import make_settings  # noqa: E402
-from mirror_helpers import links_in, run_trial, summary  # noqa: E402
+from conftest import free_port  # noqa: E402
+from stack_helpers import Stack  # noqa: E402
+
+from mfcolab import snapshots  # noqa: E402
+from mfcolab.postgres import DB_USER, run_pg_tool  # noqa: E402
+
+KILL_MOMENTS = ("random", "mid-ship", "mid-base")
+LOSS_TARGET_SECONDS = 10.0
+SYSTEM_TAGS = ["metaflow_version:2.19.39", "user:crash", "python_version:3.11", "runtime:dev"]
+
+
+# --- the client: Metaflow's per-task write sequence through the front door --------------------------
+
+@dataclasses.dataclass
+class Ack:
+    run: int
+    task: int
+    at: float  # wall clock when the last answer of the run arrived
+
+
+class Writer(threading.Thread):
+    """One client writing runs one after another until stopped or the service goes away."""
+
+    def __init__(self, port: int, key: str, flow: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.key, self.flow = port, key, flow
+        self.acks: list[Ack] = []
+        self.stopping = threading.Event()
+        self.error = ""
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            self._post(conn, f"/flows/{self.flow}", {"user_name": "crash", "tags": [], "system_tags": SYSTEM_TAGS})
+            while not self.stopping.is_set():
+                self.acks.append(self._write_run(conn))
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+
+    def _post(self, conn: http.client.HTTPConnection, path: str, body: Any, ok: tuple[int, ...] = (200,)) -> Any:
+        conn.request("POST", "/metadata" + path, body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json", "x-api-key": self.key})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status not in ok:
+            raise ValueError(f"POST {path} answered {response.status}: {data[:200]!r}")
+        return json.loads(data) if data else None
+
+    def _write_run(self, conn: http.client.HTTPConnection) -> Ack:
+        flow = self.flow
+        common = {"user_name": "crash", "tags": [], "system_tags": SYSTEM_TAGS}
+        run = int(self._post(conn, f"/flows/{flow}/run", common)["run_number"])
+        run_path = f"/flows/{flow}/runs/{run}"
+        self._post(conn, f"{run_path}/steps/start/step", common)
+        task = int(self._post(conn, f"{run_path}/steps/start/task", common)["task_id"])
+        task_path = f"{run_path}/steps/start/tasks/{task}"
+        base = {"flow_id": flow, "run_number": str(run), "step_name": "start", "task_id": str(task), "user_name": "crash"}
+        self._post(conn, f"{task_path}/metadata", [
+            {**base, "field_name": name, "value": value, "type": name, "tags": ["attempt_id:0"], "system_tags": []}
+            for name, value in (("attempt", "0"), ("ds-type", "local"), ("attempt_ok", "True"))
+        ])
+        self._post(conn, f"{task_path}/artifact", [
+            {**base, "attempt_id": 0, "name": name, "content_type": "gzip+pickle-v4", "type": "metaflow.artifact",
+             "sha": uuid.uuid4().hex, "ds_type": "local", "location": f"/ds/{flow}/{run}/{name}", "tags": [], "system_tags": []}
+            for name in ("name", "x", "values")
+        ])
+        # 404 is the service's "too soon, not recorded" answer to a heartbeat
+        self._post(conn, f"{task_path}/heartbeat", {}, ok=(200, 404))
+        self._post(conn, f"{run_path}/heartbeat", {}, ok=(200, 404))
+        return Ack(run, task, time.time())
+
+
+class Reader:
+    """The service's HTTP API through the front door."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+
+    def get(self, path: str) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("GET", "/metadata" + path, headers={"x-api-key": self.key})
+            response = conn.getresponse()
+            data = response.read()
+            if response.status == 404:
+                return None
+            if response.status != 200:
+                raise AssertionError(f"GET {path} answered {response.status}: {data[:300]!r}")
+            return json.loads(data)
+        finally:
+            conn.close()
+
+    def runs(self, flow: str) -> set[int]:
+        return {int(r["run_number"]) for r in self.get(f"/flows/{flow}/runs") or []}
+
+    def complete(self, flow: str, ack: Ack) -> bool:
+        """The run's task with its metadata and all three artifacts."""
+        task_path = f"/flows/{flow}/runs/{ack.run}/steps/start/tasks/{ack.task}"
+        artifacts = self.get(f"{task_path}/artifacts") or []
+        metadata = self.get(f"{task_path}/metadata") or []
+        return ({a["name"] for a in artifacts} == {"name", "x", "values"}
+                and {m["field_name"] for m in metadata} >= {"attempt", "ds-type", "attempt_ok"})
+
+
+# --- killing the stack -----------------------------------------------------------------------------
+
+def _ppid_map() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    return parents
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    parents = _ppid_map()
+    found = set(r for r in roots if r in parents)
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
+def stack_processes(stack: Stack) -> set[int]:
+    """The supervisor and the components `mfcolab status --json` names."""
+    status = stack.status()
+    pids = {status["supervisor_pid"]}
+    pids.update(c["pid"] for c in status.get("components", []) if c.get("pid"))
+    return {p for p in pids if p}
+
+
+def kill_everything(pids: set[int]) -> list[int]:
+    """SIGSTOP every process group of the stack (and every descendant), then SIGKILL them: the
+    whole stack dies at one instant. Returns the pids that were hit."""
+    targets = _descendants(pids)
+    groups = {g for g in (_pgid(p) for p in targets) if g is not None and g != os.getpgrp()}
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in targets) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    survivors = [p for p in targets if _alive(p)]
+    if survivors:
+        raise AssertionError(f"processes survived SIGKILL: {survivors}")
+    return sorted(targets)
+
+
+def processes_using(folder: Path) -> list[int]:
+    """Live processes whose command line or environment names `folder`."""
+    needle = str(folder).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/cmdline").read_bytes() + Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in text and _alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+# --- when to kill -----------------------------------------------------------------------------------
+
+def _temp_file_in(folder: Path) -> bool:
+    for _parent, _dirs, files in os.walk(folder):
+        if any(snapshots.is_temp(name) for name in files):
+            return True
+    return False
+
+
+def _basebackup_running(pids: set[int]) -> bool:
+    for pid in _descendants(pids):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "pg_basebackup":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_for_kill_moment(stack: Stack, pids: set[int], rng: random.Random, moment: str, run_seconds: tuple[float, float]) -> str:
+    """Sleep until the kill. "mid-ship" and "mid-base" wait (up to 30 s more) for a temporary file in
+    the root folder or a running pg_basebackup; returns what the moment turned out to be."""
+    deadline = time.monotonic() + rng.uniform(*run_seconds)
+    if moment == "random":
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return "random"
+    time.sleep(rng.uniform(0.0, run_seconds[0]))
+    deadline += 30
+    probe: Callable[[], bool]
+    if moment == "mid-ship":
+        probe = lambda: _temp_file_in(stack.root / "snapshots")  # noqa: E731
+    else:
+        probe = lambda: _basebackup_running(pids)  # noqa: E731
+    while time.monotonic() < deadline:
+        if probe():
+            if moment == "mid-base":
+                time.sleep(rng.uniform(0.0, 0.3))
+            return moment
+        time.sleep(0.002 if moment == "mid-ship" else 0.01)
+    return "random"
+
+
+# --- one trial --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrialResult:
+    trial: int
+    moment: str
+    restored: bool = False
+    acked: int = 0
+    missing: int = 0
+    loss_window: float = 0.0  # seconds between the kill and the oldest acknowledged run missing after restore
+    temp_files_at_kill: bool = False  # the root folder held a half-written file when everything died
+    restore_seconds: float = 0.0  # `mfcolab up` on the wiped local folder, until healthy
+    error: str = ""
+
+
+@dataclasses.dataclass
+class Torture:
+    """One stack on one root folder, restored trial after trial."""
+
+    stack: Stack
+    survivors: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # flow -> runs seen after a restore
+
+    @classmethod
+    def create(cls, folder: Path, *extra: str) -> Torture:
+        folder.mkdir(parents=True, exist_ok=True)
+        stack = Stack(folder, free_port(), free_port(), list(extra))
+        stack.up()
+        return cls(stack)
+
+    def close(self) -> None:
+        self.stack.down(check=False)
+
+
+def run_trial(torture: Torture, trial: int, rng: random.Random, moment: str,
+              run_seconds: tuple[float, float] = (1.0, 15.0)) -> TrialResult:
+    """One trial on a running stack; leaves the restored stack running for the next one."""
+    stack = torture.stack
+    result = TrialResult(trial, moment)
+    pids = stack_processes(stack)
+    flow = f"CrashFlow{trial}x{uuid.uuid4().hex[:6]}"
+    writer = Writer(stack.port, stack.key, flow)
+    writer.start()
+    _wait(lambda: bool(writer.acks) or not writer.is_alive(), 60, "the first acknowledged run")
+    if not writer.acks:
+        raise AssertionError(f"the writer got no acknowledgement: {writer.error}")
+    result.moment = wait_for_kill_moment(stack, pids, rng, moment, run_seconds)
+    killed_at = time.time()
+    kill_everything(pids)
+    result.temp_files_at_kill = _temp_file_in(stack.root / "snapshots")
+    writer.stopping.set()
+    writer.join(60)
+    leftovers = processes_using(stack.local)
+    if leftovers:
+        raise AssertionError(f"stack processes left after the kill: {leftovers}")
+    acks = [a for a in writer.acks if a.at <= killed_at]
+    result.acked = len(acks)
+    _keep_evidence(stack, trial, acks, killed_at)
+    shutil.rmtree(stack.local)  # a new runtime
+
+    started = time.monotonic()
+    up = stack.up(check=False)
+    result.restore_seconds = time.monotonic() - started
+    if up.returncode != 0:
+        result.error = f"mfcolab up failed ({up.returncode}): {(up.stderr or up.stdout).strip()[-1500:]}"
+        return result
+    try:
+        check_database(stack)
+        missing = check_runs(stack, torture, flow, acks)
+        check_with_client(stack, flow, {a.run for a in acks} - {a.run for a in missing})
+    except Exception as exc:  # noqa: BLE001 - a failed check is the result being measured
+        result.error = f"{type(exc).__name__}: {exc}"[-1500:]
+        return result
+    result.restored = True
+    result.missing = len(missing)
+    result.loss_window = max((killed_at - a.at for a in missing), default=0.0)
+    return result
+
+
+def _keep_evidence(stack: Stack, trial: int, acks: list[Ack], killed_at: float) -> None:
+    """The dead runtime's logs, the manifest it left and the acknowledgements, for a failed trial's post-mortem."""
+    folder = stack.tmp / "trials" / f"{trial:03d}"
+    shutil.copytree(stack.local / "logs", folder / "logs", dirs_exist_ok=True)
+    manifest = stack.root / "snapshots" / "manifest.json"
+    if manifest.exists():
+        shutil.copy(manifest, folder / "manifest.json")
+    (folder / "acks.json").write_text(json.dumps({"killed_at": killed_at, "acks": [dataclasses.asdict(a) for a in acks]}))
+
+
+def check_database(stack: Stack) -> None:
+    """pg_amcheck over every database; raises with its report when it finds anything."""
+    status = stack.status()
+    postgres = next(c for c in status["components"] if c["name"] == "postgres")
+    run_pg_tool("pg_amcheck", ["-h", str(stack.local / "run" / "pg"), "-p", str(postgres["port"]), "-U", DB_USER,
+                               "--all", "--install-missing", "--heapallindexed"], timeout=600)
+
+
+def check_runs(stack: Stack, torture: Torture, flow: str, acks: list[Ack]) -> list[Ack]:
+    """Every run kept by an earlier restore is still there; this trial's acknowledged runs are
+    complete up to a point and missing after it. Returns the missing ones."""
+    reader = Reader(stack.port, stack.key)
+    for earlier, runs in torture.survivors.items():
+        lost = runs - reader.runs(earlier)
+        if lost:
+            raise AssertionError(f"{len(lost)} runs of {earlier}, present after an earlier restore, are gone: {sorted(lost)[:10]}")
+    present = reader.runs(flow)
+    missing = [a for a in acks if a.run not in present]
+    kept = [a for a in acks if a.run in present]
+    if missing and kept and min(a.at for a in missing) < max(a.at for a in kept):
+        raise AssertionError(f"a hole: run {missing[0].run} is missing but later run {kept[-1].run} is there")
+    incomplete = [a.run for a in kept if not reader.complete(flow, a)]
+    if incomplete:
+        raise AssertionError(f"runs restored without their task, metadata or artifacts: {incomplete[:10]}")
+    torture.survivors[flow] = present
+    return missing
+
+
+def check_with_client(stack: Stack, flow: str, expected: set[int]) -> None:
+    """The Metaflow Client API, in a fresh process, reads the same runs and the newest one's task."""
+    if not expected:
+        return
+    newest = max(expected)
+    facts = stack.client(f"""
+        runs = sorted(int(r.id) for r in Flow("{flow}"))
+        task = Run("{flow}/{newest}")["start"].task
+        result = dict(runs=runs, artifacts=sorted(a.id for a in task), attempt=task.metadata_dict.get("attempt"))
+    """)
+    if not expected <= set(facts["runs"]):
+        raise AssertionError(f"the Client API misses runs: {sorted(expected - set(facts['runs']))[:10]}")
+    if facts["artifacts"] != ["name", "values", "x"] or facts["attempt"] != "0":
+        raise AssertionError(f"the Client API reads run {newest} wrong: {facts}")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def summary(results: list[TrialResult]) -> dict[str, Any]:
+    windows = [r.loss_window for r in results if r.restored]
+    restores = [r.restore_seconds for r in results if r.restored]
+    return {
+        "trials": len(results),
+        "failed_restores": sum(1 for r in results if not r.restored),
+        "killed": {m: sum(1 for r in results if r.moment == m) for m in KILL_MOMENTS},
+        "killed_with_a_half_written_file_in_root": sum(1 for r in results if r.temp_files_at_kill),
+        "acknowledged_runs": sum(r.acked for r in results),
+        "missing_runs": sum(r.missing for r in results if r.restored),
+        "largest_loss_window_s": round(max(windows), 2) if windows else None,
+        "median_loss_window_s": round(statistics.median(windows), 2) if windows else None,
+        "median_restore_s": round(statistics.median(restores), 2) if restores else None,
+    }
+
+
+def format_trial(r: TrialResult) -> str:
+    status = "ok" if r.restored else "FAILED"
+    half = " half-written file in root" if r.temp_files_at_kill else ""
+    return (f"trial {r.trial:3d} {status:6s} kill={r.moment:8s} acked={r.acked:4d} missing={r.missing:3d} "
+            f"loss window={r.loss_window:5.2f} s restore+up={r.restore_seconds:5.2f} s{half} {r.error}")
+
+
+def run_trials(folder: Path, trials: int, seed: int, run_seconds: tuple[float, float], extra: list[str],
+               report: Callable[[TrialResult], None] = lambda r: None) -> list[TrialResult]:
+    rng = random.Random(seed)
+    torture = Torture.create(folder, *extra)
+    results: list[TrialResult] = []
+    try:
+        for trial in range(trials):
+            result = run_trial(torture, trial, rng, KILL_MOMENTS[trial % len(KILL_MOMENTS)], run_seconds)
+            results.append(result)
+            report(result)
+            if not result.restored and torture.stack.status().get("running") is not True:
+                torture.stack.down(check=False)
+                shutil.rmtree(torture.stack.local, ignore_errors=True)
+                torture.stack.up()  # carry on from whatever the root folder holds
+    finally:
+        torture.close()
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=int(time.time()))
-    parser.add_argument("--interval", type=float, default=5.0, help="snapshot interval (default: the product default)")
-    parser.add_argument("--min-run", type=float, default=2.0, help="shortest run before the kill, seconds")
-    parser.add_argument("--max-run", type=float, default=15.0, help="longest run before the kill, seconds")
+    parser.add_argument("--min-run", type=float, default=1.0, help="shortest time of writes before the kill, seconds")
+    parser.add_argument("--max-run", type=float, default=15.0, help="longest time of writes before the kill, seconds")
+    parser.add_argument("--max-window", type=float, default=LOSS_TARGET_SECONDS, help="largest acceptable loss window")
+    parser.add_argument("--snapshot-interval", type=float, default=None, help="passed to mfcolab up (default: the product's)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep root/local here (default: a temp folder, removed)")
+    parser.add_argument("--components", action="store_true",
+                        help="drive Postgres and a mirror process directly instead of `mfcolab up`")
     args = parser.parse_args()
+    if args.components:
+        return _component_trials(args)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mfcolab-crash-"))
-    settings = make_settings(workdir, snapshot_interval=args.interval)
-    rng = random.Random(args.seed)
-    results = []
-    print(f"seed {args.seed}, {args.trials} trials, snapshot interval {args.interval} s, folders under {workdir}", flush=True)
+    extra = [] if args.snapshot_interval is None else ["--snapshot-interval", str(args.snapshot_interval)]
+    print(f"seed {args.seed}, {args.trials} trials on the real stack, writes for {args.min_run}-{args.max_run} s, "
+          f"folders under {workdir}", flush=True)
+    results: list[TrialResult] = []
     try:
-        for trial in range(args.trials):
-            result = run_trial(settings, trial, rng, mid_ship=trial % 2 == 1, run_seconds=(args.min_run, args.max_run))
-            results.append(result)
-            status = "ok" if result.restored and not result.missing_before_shipped_end else "FAILED"
-            print(f"trial {trial:3d} {status:6s} mid-ship={result.mid_ship!s:5s} acked={result.acked:5d} "
-                  f"missing={result.missing:4d} loss window={result.loss_window:5.2f} s {result.error}", flush=True)
+        results = run_trials(workdir, args.trials, args.seed, (args.min_run, args.max_run), extra,
+                             report=lambda r: (results.append(r), print(format_trial(r), flush=True)))
     finally:
         report = summary(results)
+        report["links_in_root"] = len(_links_in(workdir / "root"))
+        print(json.dumps(report, indent=1), flush=True)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    too_long = [r for r in results if r.restored and r.loss_window > args.max_window]
+    return 0 if results and report["failed_restores"] == 0 and not too_long and report["links_in_root"] == 0 else 1
+
+
+def _links_in(folder: Path) -> list[str]:
+    from mirror_helpers import links_in
+
+    return links_in(folder)
+
+
+def _component_trials(args: argparse.Namespace) -> int:
+    """The earlier, component-level torture: Postgres and a mirror process without the supervisor."""
+    from conftest import make_settings
+    from mirror_helpers import links_in
+    from mirror_helpers import run_trial as component_trial
+    from mirror_helpers import summary as component_summary
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mfcolab-crash-"))
+    settings = make_settings(workdir, snapshot_interval=args.snapshot_interval or 5.0)
+    rng = random.Random(args.seed)
+    results = []
+    try:
+        for trial in range(args.trials):
+            result = component_trial(settings, trial, rng, mid_ship=trial % 2 == 1, run_seconds=(args.min_run, args.max_run))
+            results.append(result)
+            print(f"trial {trial:3d} {'ok' if result.restored else 'FAILED'} mid-ship={result.mid_ship} acked={result.acked} "
+                  f"missing={result.missing} loss window={result.loss_window:.2f} s {result.error}", flush=True)
+    finally:
+        report = component_summary(results)
         report["links_in_root"] = len(links_in(settings.root))
         print(json.dumps(report, indent=1))
         if args.workdir is None:

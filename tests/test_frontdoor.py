@@ -5,6 +5,7 @@ services (an HTTP echo/stream server and a WebSocket echo server), a real in-pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -45,9 +46,9 @@ class ServerThread:
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
-    def serve(self, app: web.Application) -> str:
+    def serve(self, app: web.Application, door: bool = True) -> str:
         async def start() -> str:
-            runner = make_runner(app)
+            runner = make_runner(app) if door else web.AppRunner(app)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             self.runners.append(runner)
@@ -157,11 +158,12 @@ def upstream_app(probe: Probe) -> web.Application:
             response.content_length = size
         await response.prepare(request)
         probe.produced = 0
-        while probe.produced < size:
-            piece = BLOCK[: size - probe.produced]
-            await response.write(piece)
-            probe.produced += len(piece)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionError):  # the door hung up: its client left
+            while probe.produced < size:
+                piece = BLOCK[: size - probe.produced]
+                await response.write(piece)
+                probe.produced += len(piece)
+            await response.write_eof()
         return response
 
     async def break_off(request: web.Request) -> web.StreamResponse:
@@ -237,7 +239,7 @@ class Stack:
         (bundle / "static" / "js" / "main.js").write_text("console.log('ui');")
         (bundle / "favicon.ico").write_bytes(b"\x00\x01icon")
         (tmp / "secret.txt").write_text("outside the bundle")
-        self.upstream = self.servers.serve(upstream_app(self.probe))
+        self.upstream = self.servers.serve(upstream_app(self.probe), door=False)
         self.door = self.servers.serve(
             create_app(KEY, metadata_subapp(), api=Upstream(self.upstream, "UI backend"), static_dir=bundle)
         )
@@ -482,6 +484,10 @@ def test_upstream_answers_pass_unchanged(stack: Stack, http: requests.Session) -
     assert teapot.raw.headers.getlist("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
     created = http.get(f"{stack.door}/api/status/201", headers=with_key())
     assert created.status_code == 201
+    for empty in (204, 304):
+        answer = http.get(f"{stack.door}/api/status/{empty}", headers=with_key())
+        assert answer.status_code == empty and answer.content == b""
+    assert http.get(f"{stack.door}/api/echo", headers=with_key()).status_code == 200  # connection still sound
     raw = http.get(f"{stack.door}/api/gzip", headers=with_key(), stream=True)
     assert raw.headers["Content-Encoding"] == "gzip"
     assert raw.raw.read(decode_content=False) == b"\x1f\x8b not really gzip"
@@ -529,6 +535,19 @@ def test_a_large_download_streams_through(stack: Stack, http: requests.Session, 
             received += len(chunk)
     assert received == LARGE
     assert digest.hexdigest() == hashlib.sha256(BLOCK * (LARGE // len(BLOCK))).hexdigest()
+
+
+def test_a_client_that_leaves_midway_does_not_hurt_the_door(
+    stack: Stack, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for _ in range(3):
+        answer = http.get(f"{stack.door}/api/download?size={LARGE}", headers=with_key(), stream=True)
+        assert next(answer.iter_content(chunk_size=65536))
+        answer.close()
+    wait_until(lambda: sum("GET /api/download" in r.getMessage() for r in caplog.records) >= 6, "access lines")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert http.get(f"{stack.door}/api/echo", headers=with_key()).status_code == 200
 
 
 def test_an_upstream_that_breaks_off_midway_cuts_the_client_off(stack: Stack, http: requests.Session) -> None:
@@ -589,8 +608,11 @@ def test_websocket_relays_text_binary_and_the_upstream_close(stack: Stack) -> No
 
 
 def test_websocket_close_from_the_client_reaches_the_upstream(stack: Stack) -> None:
-    stack.probe.ws_closed.clear()
-    stack.probe.ws_close_codes.clear()
+    probe = stack.probe
+    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, "earlier WebSockets to close")
+    probe.ws_closed.clear()
+    probe.ws_close_codes.clear()
+    probe.ws_opened = 0
 
     async def scenario() -> str:
         session, ws = await ws_session(stack.door, headers=with_key())
@@ -618,6 +640,29 @@ def test_websocket_opens_with_the_login_cookie(stack: Stack, http: requests.Sess
             return str(reply)
 
     assert run(scenario()) == "echo:via cookie"
+
+
+def test_a_websocket_client_that_vanishes_closes_the_upstream(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    probe = stack.probe
+    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, "earlier WebSockets to close")
+    probe.ws_closed.clear()
+    probe.ws_close_codes.clear()
+    probe.ws_opened = 0
+    host, port = stack.door.removeprefix("http://").split(":")
+    handshake = (
+        f"GET /api/ws HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(handshake)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    # No close frame was sent: the door reports the loss to the upstream as 1011.
+    assert stack.probe.ws_closed.wait(timeout=10)
+    assert stack.probe.ws_close_codes == [1011]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"Cookie": f"{COOKIE}={KEY}"}])
@@ -707,7 +752,8 @@ def test_malformed_requests_get_a_4xx(stack: Stack, request_bytes: bytes) -> Non
 
 
 def test_odd_paths_with_the_key_never_give_5xx(stack: Stack, http: requests.Session) -> None:
-    for path in ["/metadata/%00", "/api/echo/%ff%fe", "/%00", "/static/%00", "/login?next=%00", "/metadata/" + "a" * 5000]:
+    odd = ["/metadata/%00", "/api/echo/%ff%fe", "/%00", "/static/%00", "/login?next=%00", "/metadata/" + "a" * 5000]
+    for path in odd:
         answer = http.get(stack.door + path, headers=with_key(), allow_redirects=False)
         assert answer.status_code < 500, path
 

@@ -16,6 +16,7 @@ import logging
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +63,24 @@ class AccessKey:
             return False
 
 
-def request_is_https(request: web.BaseRequest) -> bool:
-    """True when the browser reached us over https: directly, via a proxy header, or via cloudflared."""
-    if request.secure:
-        return True
-    headers = request.headers
-    if headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https":
-        return True
-    visitor = headers.get("Cf-Visitor")
+def original_scheme(request: web.BaseRequest) -> str:
+    """The scheme the browser used: from X-Forwarded-Proto, cloudflared's Cf-Visitor, or the socket."""
+    forwarded = request.headers.get("X-Forwarded-Proto")
+    if forwarded:
+        return forwarded.split(",")[0].strip().lower()
+    visitor = request.headers.get("Cf-Visitor")
     if visitor:
         try:
             scheme = json.loads(visitor).get("scheme")
         except (ValueError, AttributeError):
-            return False
-        return scheme == "https"
-    return False
+            scheme = None
+        if scheme in ("http", "https"):
+            return str(scheme)
+    return request.scheme
+
+
+def request_is_https(request: web.BaseRequest) -> bool:
+    return original_scheme(request) == "https"
 
 
 def safe_next(target: str | None) -> str:
@@ -158,24 +162,28 @@ def login_page(next_path: str, error: str = "") -> str:
     return _PAGE.format(next_path=html.escape(safe_next(next_path), quote=True), error=html.escape(error))
 
 
+class LoginInputError(ValueError):
+    """The login body is not a form or JSON object with a string 'key'."""
+
+
 async def _read_login_form(request: web.Request) -> tuple[str | None, str]:
-    """The submitted key and next path, from a form or a JSON object. Raises HTTPBadRequest on garbage."""
+    """The submitted key and next path, from a form or a JSON object. Raises LoginInputError on garbage."""
     if request.content_type == "application/json":
         try:
             data = await request.json()
         except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(reason="login body is not valid JSON") from None
+            raise LoginInputError("login body is not valid JSON") from None
         if not isinstance(data, dict):
-            raise web.HTTPBadRequest(reason="login body must be a JSON object with a 'key' field")
+            raise LoginInputError("login body must be a JSON object with a 'key' field")
         key, next_path = data.get("key"), data.get("next")
     else:
         try:
             form = await request.post()
         except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(reason="login body is not a valid form") from None
+            raise LoginInputError("login body is not a valid form") from None
         key, next_path = form.get("key"), form.get("next")
     if key is not None and not isinstance(key, str):
-        raise web.HTTPBadRequest(reason="'key' must be a string")
+        raise LoginInputError("'key' must be a string")
     return key, next_path if isinstance(next_path, str) else "/"
 
 
@@ -202,8 +210,8 @@ class LoginRoutes:
     async def submit(self, request: web.Request) -> web.StreamResponse:
         try:
             key, next_path = await _read_login_form(request)
-        except web.HTTPBadRequest as exc:
-            return json_error(400, exc.reason)
+        except LoginInputError as exc:
+            return json_error(400, str(exc))
         target = safe_next(next_path)
         if self.access is None:
             raise web.HTTPSeeOther(target)
@@ -236,12 +244,12 @@ def wants_html_post(request: web.BaseRequest) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
-def auth_middleware(access: AccessKey):  # noqa: ANN201 (aiohttp middleware type is private)
+def auth_middleware(access: AccessKey) -> Middleware:
     """One middleware for the whole front door: open paths pass, others need the key, and an
     unmatched route becomes a JSON 404/405 (only after the key was checked, so unknown paths leak nothing)."""
 
     @web.middleware
-    async def check_key(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not access.admits(request) and request.path not in OPEN_PATHS:
             return refusal(request)
         return await _handle_unmatched(request, handler)
@@ -250,12 +258,12 @@ def auth_middleware(access: AccessKey):  # noqa: ANN201 (aiohttp middleware type
 
 
 @web.middleware
-async def unmatched_as_json(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def unmatched_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The same JSON 404/405 for a front door without a key."""
     return await _handle_unmatched(request, handler)
 
 
-async def _handle_unmatched(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _handle_unmatched(request: web.Request, handler: Handler) -> web.StreamResponse:
     exc = request.match_info.http_exception
     if exc is None:
         return await handler(request)

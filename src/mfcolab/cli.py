@@ -35,6 +35,7 @@ Interval = Annotated[Optional[float], typer.Option("--snapshot-interval", help="
 Keep = Annotated[Optional[int], typer.Option("--keep", help="Snapshot generations to keep [3].")]
 Cloudflared = Annotated[Optional[str], typer.Option("--cloudflared", help="Path to a cloudflared binary.")]
 Registry = Annotated[Optional[str], typer.Option("--registry", help="Image registry for the official images.")]
+RelayPort = Annotated[Optional[int], typer.Option("--relay-port", help="Port of the --watch relay on 127.0.0.1 [7861].")]
 Proot = Annotated[Optional[str], typer.Option("--proot", help="System proot for udocker (no tools download).")]
 
 T = TypeVar("T")
@@ -191,14 +192,53 @@ def restore(root: Root = None, local: Local = None,
 def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (omit with --root).")] = None,
             key: Annotated[Optional[str], typer.Option("--key", help="Access key.")] = None,
             root: Root = None,
-            profile: Annotated[str, typer.Option("--profile", help="Metaflow profile name.")] = "mfcolab") -> None:
+            profile: Annotated[str, typer.Option("--profile", help="Metaflow profile name.")] = "mfcolab",
+            watch: Annotated[bool, typer.Option("--watch", help="Follow URL changes through a local relay (needs --root).")] = False,
+            relay_port: RelayPort = None,
+            stop_relay: Annotated[bool, typer.Option("--stop-relay", help="Stop the relay started by --watch.")] = False,
+            local: Local = None) -> None:
     """Point the Metaflow client on this machine at the service."""
     from . import connect as client
 
     root = root or (Path(os.environ["MF_ROOT"]) if os.environ.get("MF_ROOT") else None)
-    target, path, version = run(lambda: client.connect(url, key, root, profile))
-    say(f"connected to {target.service_url} (metadata service {version}); profile written to {path}")
+    folder = _relay_folder(local)
+    if stop_relay:
+        typer.echo("relay stopped" if client.stop_watching(folder) else f"no relay was running ({folder})")
+        return
+    if watch:
+        port = relay_port or _default_relay_port()
+        w = run(lambda: client.connect_watching(key, root, profile, port, folder))
+        how = "reusing the relay" if w.reused else "started a relay"
+        say(f"connected to {w.public.service_url} (metadata service {w.version})")
+        say(f"{how} on {w.local.url} (pid {w.relay_state.get('pid')}); it follows {root}/connection.json")
+        say(f"profile written to {w.profile_path}; stop the relay with `mfcolab connect --stop-relay`")
+    else:
+        target, path, version = run(lambda: client.connect(url, key, root, profile))
+        say(f"connected to {target.service_url} (metadata service {version}); profile written to {path}")
     typer.echo(f"export METAFLOW_PROFILE={profile}")
+
+
+@app.command(hidden=True)
+def relay(root: Annotated[Path, typer.Option("--root")], relay_port: RelayPort = None,
+          folder: Annotated[Optional[Path], typer.Option("--folder")] = None, local: Local = None) -> None:
+    """Run the relay of `connect --watch` in the foreground."""
+    from . import relay as relaying
+
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    where = relaying.RelayFolder(folder or _relay_folder(local))
+    raise typer.Exit(run(lambda: relaying.serve(root.absolute(), relay_port or _default_relay_port(), where)))
+
+
+def _relay_folder(local: Path | None) -> Path:
+    return settings(None, local).local / "relay"
+
+
+def _default_relay_port() -> int:
+    from .relay import DEFAULT_PORT
+
+    return DEFAULT_PORT
 
 
 if __name__ == "__main__":  # pragma: no cover

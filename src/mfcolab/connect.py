@@ -3,6 +3,10 @@
 `connect --root DIR` reads the URL and key that `up` published in DIR/connection.json;
 `connect URL --key K` works without a shared folder. Either way the service is pinged with
 the key before a Metaflow config profile is written.
+
+`connect --root DIR --watch` survives tunnel restarts: it starts the local relay (relay.py),
+which follows DIR/connection.json, and writes the profile with the relay's URL, so runs that
+are under way keep reaching the service when the public URL changes.
 """
 
 from __future__ import annotations
@@ -14,8 +18,16 @@ from pathlib import Path
 
 import requests
 
+from . import relay
 from .credentials import read_connection, write_private
 from .errors import ConnectError
+
+# With the relay, a tunnel restart shows up as 503s, which the Metaflow client retries with
+# sleeps of 1, 2, 4, ... s: 8 attempts ride over about four minutes (the default 5, half a minute).
+RELAY_RETRY_COUNT = 8
+# Answers from Cloudflare's edge (not from mfcolab) while the tunnel or the service behind it is away.
+_EDGE_TROUBLE = {502: "no answer from behind the tunnel", 503: "service unavailable",
+                 504: "no answer from behind the tunnel", 530: "no tunnel connected for this hostname"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,12 @@ def ping(target: Target, timeout: float = 10.0) -> str:
         ) from exc
     if response.status_code == 401:
         raise ConnectError(f"{target.url} refused the access key", "use the key printed by `mfcolab up` (or --root)")
+    if response.status_code in _EDGE_TROUBLE:
+        raise ConnectError(
+            f"{target.url} answered {response.status_code} ({_EDGE_TROUBLE[response.status_code]}): "
+            "the CPU side is down or its tunnel is restarting",
+            "check `mfcolab status` on the CPU side; with --root, retry in a few seconds",
+        )
     version = response.headers.get("METADATA_SERVICE_VERSION")
     if response.status_code != 200 or not version:
         raise ConnectError(f"{target.service_url}/ping answered {response.status_code}: not a Metaflow metadata service",
@@ -66,7 +84,7 @@ def metaflow_home() -> Path:
     return Path(os.environ.get("METAFLOW_HOME", Path.home() / ".metaflowconfig")).expanduser()
 
 
-def profile_config(target: Target) -> dict[str, str]:
+def profile_config(target: Target, retry_count: int | None = None) -> dict[str, str]:
     config = {
         "METAFLOW_DEFAULT_METADATA": "service",
         "METAFLOW_SERVICE_URL": target.service_url,
@@ -75,13 +93,15 @@ def profile_config(target: Target) -> dict[str, str]:
     }
     if target.key:
         config["METAFLOW_SERVICE_AUTH_KEY"] = target.key
+    if retry_count is not None:
+        config["METAFLOW_SERVICE_RETRY_COUNT"] = str(retry_count)
     return config
 
 
-def write_profile(target: Target, profile: str) -> Path:
+def write_profile(target: Target, profile: str, retry_count: int | None = None) -> Path:
     path = metaflow_home() / f"config_{profile}.json"
     Path(target.datastore_root).mkdir(parents=True, exist_ok=True)
-    write_private(path, json.dumps(profile_config(target), indent=2) + "\n")
+    write_private(path, json.dumps(profile_config(target, retry_count), indent=2) + "\n")
     return path
 
 
@@ -89,3 +109,33 @@ def connect(url: str | None, key: str | None, root: Path | None, profile: str) -
     target = find_target(url, key, root)
     version = ping(target)
     return target, write_profile(target, profile), version
+
+
+@dataclass(frozen=True)
+class Watching:
+    """What `connect --watch` set up: the public target, the relay in front of it, the profile."""
+
+    public: Target
+    local: Target
+    profile_path: Path
+    version: str
+    relay_state: dict[str, object]
+    reused: bool
+
+
+def connect_watching(key: str | None, root: Path | None, profile: str, port: int, folder: Path) -> Watching:
+    """Check the service, start (or reuse) the relay that follows <root>/connection.json, write the profile."""
+    if root is None:
+        raise ConnectError("--watch follows the URL the CPU side publishes in a shared folder: --root is needed",
+                           "mfcolab connect --root <shared folder> --watch")
+    public = find_target(None, key, root)
+    ping(public)
+    state, reused = relay.start_relay(root.absolute(), port, relay.RelayFolder(folder))
+    local = Target(relay.relay_url(port), public.key, public.datastore_root)
+    version = ping(local)
+    path = write_profile(local, profile, retry_count=RELAY_RETRY_COUNT)
+    return Watching(public, local, path, version, state, reused)
+
+
+def stop_watching(folder: Path) -> bool:
+    return relay.stop_relay(relay.RelayFolder(folder))

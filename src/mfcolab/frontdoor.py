@@ -29,7 +29,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from mfcolab.auth import COOKIE, HEADER, AccessKey, LoginRoutes, auth_middleware, json_error, unmatched_as_json
+from mfcolab.auth import (
+    COOKIE,
+    HEADER,
+    AccessKey,
+    LoginRoutes,
+    auth_middleware,
+    json_error,
+    original_scheme,
+    unmatched_as_json,
+)
 from mfcolab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -145,10 +154,26 @@ async def landing(request: web.Request) -> web.Response:
 
 
 class Forwarder:
-    """Forwards HTTP requests and WebSocket sessions to upstreams over one keep-alive client session."""
+    """Forwards HTTP requests and WebSocket sessions to upstreams over one keep-alive client session.
 
-    def __init__(self) -> None:
+    The defaults suit the front door. A local relay to a public URL (relay.py) passes the access
+    key on (`keep_key`), goes through the proxy the environment names (`trust_env`), and answers
+    `unreachable_status` (503, which the Metaflow client retries) while the upstream is away, or
+    while it answers one of `gone_statuses` (Cloudflare's 530 for a tunnel with no connector)."""
+
+    def __init__(
+        self,
+        *,
+        keep_key: bool = False,
+        trust_env: bool = False,
+        unreachable_status: int | None = None,
+        gone_statuses: frozenset[int] = frozenset(),
+    ) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self.keep_key = keep_key
+        self.trust_env = trust_env
+        self.unreachable_status = unreachable_status
+        self.gone_statuses = gone_statuses
 
     async def session_context(self, app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
@@ -158,7 +183,7 @@ class Forwarder:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            trust_env=False,
+            trust_env=self.trust_env,
         )
         try:
             yield
@@ -174,15 +199,25 @@ class Forwarder:
 
     def mount(self, app: web.Application, prefix: str, upstream: Upstream) -> None:
         async def forward(request: web.Request) -> web.StreamResponse:
-            if _is_websocket_upgrade(request):
-                return await self.relay_websocket(request, upstream)
-            return await self.forward_http(request, upstream)
+            return await self.forward(request, upstream)
 
         app.router.add_route("*", prefix, forward)
         app.router.add_route("*", prefix + "/{tail:.*}", forward)
 
+    async def forward(self, request: web.Request, upstream: Upstream) -> web.StreamResponse:
+        """Forward one request (HTTP or a WebSocket upgrade) to `upstream`."""
+        if _is_websocket_upgrade(request):
+            return await self.relay_websocket(request, upstream)
+        return await self.forward_http(request, upstream)
+
+    def _upstream_headers(self, request: web.Request, drop: frozenset[str]) -> CIMultiDict[str]:
+        headers = upstream_headers(request, drop=drop)
+        if self.keep_key and HEADER in request.headers:
+            headers[HEADER] = request.headers[HEADER]
+        return headers
+
     async def forward_http(self, request: web.Request, upstream: Upstream) -> web.StreamResponse:
-        headers = upstream_headers(request, _drop=HOP_BY_HOP)
+        headers = self._upstream_headers(request, HOP_BY_HOP)
         body = request.content if request.body_exists else None
         try:
             answer = await self.session.request(
@@ -193,7 +228,10 @@ class Forwarder:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return _unreachable(upstream, exc)
+            return _unreachable(upstream, exc, self.unreachable_status)
+        if answer.status in self.gone_statuses:
+            answer.release()
+            return _unreachable(upstream, GoneUpstream(answer.status), self.unreachable_status)
         try:
             return await _stream_back(request, answer, upstream)
         finally:
@@ -202,7 +240,7 @@ class Forwarder:
     async def relay_websocket(self, request: web.Request, upstream: Upstream) -> web.StreamResponse:
         if not web.WebSocketResponse().can_prepare(request).ok:
             return json_error(400, "not a valid WebSocket handshake")
-        headers = upstream_headers(request, _drop=HOP_BY_HOP | _WS_HANDSHAKE)
+        headers = self._upstream_headers(request, HOP_BY_HOP | _WS_HANDSHAKE)
         protocols = _offered_protocols(request)
         try:
             remote = await self.session.ws_connect(
@@ -216,7 +254,7 @@ class Forwarder:
             status = exc.status if 400 <= exc.status < 600 else 502
             return json_error(status, f"the {upstream.name} refused the WebSocket ({exc.status} {exc.message})")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return _unreachable(upstream, exc)
+            return _unreachable(upstream, exc, self.unreachable_status)
         async with remote:
             chosen = (remote.protocol,) if remote.protocol else ()
             local = web.WebSocketResponse(protocols=chosen, max_msg_size=0, heartbeat=30.0)
@@ -225,7 +263,9 @@ class Forwarder:
         return local
 
 
-async def _stream_back(request: web.Request, answer: aiohttp.ClientResponse, upstream: Upstream) -> web.StreamResponse:
+async def _stream_back(
+    request: web.Request, answer: aiohttp.ClientResponse, upstream: Upstream
+) -> web.StreamResponse:
     """Send the upstream's answer on as it arrives, chunk by chunk."""
     response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=downstream_headers(answer))
     try:
@@ -246,7 +286,7 @@ async def _stream_back(request: web.Request, answer: aiohttp.ClientResponse, ups
                 break
             await response.write(chunk)
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:
         log.debug("front door: client left during %s", request.path)
     return response
 
@@ -309,11 +349,11 @@ def _connection_tokens(headers: Iterable[str]) -> set[str]:
     return {token.strip().lower() for value in headers for token in value.split(",")}
 
 
-def upstream_headers(request: web.BaseRequest, _drop: frozenset[str]) -> CIMultiDict[str]:
+def upstream_headers(request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
     """The request headers as the upstream should see them: no hop-by-hop headers, no access key,
     no session cookie, the Host left to the client, and X-Forwarded-* describing the original request."""
     incoming = request.headers
-    drop = _drop | _connection_tokens(incoming.getall("Connection", ()))
+    drop = drop | _connection_tokens(incoming.getall("Connection", ()))
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
@@ -324,27 +364,12 @@ def upstream_headers(request: web.BaseRequest, _drop: frozenset[str]) -> CIMulti
             if not value:
                 continue
         headers.add(name, value)
-    headers["X-Forwarded-Proto"] = _original_scheme(request)
+    headers["X-Forwarded-Proto"] = original_scheme(request)
     headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host") or request.host
     peer = request.remote or ""
     earlier = incoming.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{earlier}, {peer}" if earlier else peer
     return headers
-
-
-def _original_scheme(request: web.BaseRequest) -> str:
-    forwarded = request.headers.get("X-Forwarded-Proto")
-    if forwarded:
-        return forwarded.split(",")[0].strip().lower()
-    visitor = request.headers.get("Cf-Visitor")
-    if visitor:
-        try:
-            scheme = json.loads(visitor).get("scheme")
-        except (ValueError, AttributeError):
-            scheme = None
-        if scheme in ("http", "https"):
-            return str(scheme)
-    return request.scheme
 
 
 def _without_session_cookie(cookie_header: str) -> str:
@@ -362,10 +387,19 @@ def downstream_headers(answer: aiohttp.ClientResponse) -> CIMultiDict[str]:
     return CIMultiDict((name, value) for name, value in answer.headers.items() if name.lower() not in drop)
 
 
-def _unreachable(upstream: Upstream, exc: BaseException) -> web.Response:
+class GoneUpstream(Exception):
+    """The upstream's edge answered that nothing is behind it (e.g. HTTP 530)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def _unreachable(upstream: Upstream, exc: BaseException, status: int | None = None) -> web.Response:
     log.warning("front door: %s at %s is not answering: %s", upstream.name, upstream.url, type(exc).__name__)
-    status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-    return json_error(status, f"the {upstream.name} at {upstream.url} is not answering ({type(exc).__name__})")
+    status = status or (504 if isinstance(exc, asyncio.TimeoutError) else 502)
+    what = f"answered {exc}" if isinstance(exc, GoneUpstream) else type(exc).__name__
+    return json_error(status, f"the {upstream.name} at {upstream.url} is not answering ({what})")
 
 
 class StaticUI:

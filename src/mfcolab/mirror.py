@@ -150,6 +150,7 @@ class Mirror:
         observer.daemon = True
         observer.start()
         self._observer = observer
+        self._wake.set()  # first cycle at once: after a restore or initdb nothing of this server is restorable yet
         self._thread = threading.Thread(target=self._loop, name="mfcolab-mirror", daemon=True)
         self._thread.start()
 
@@ -181,6 +182,19 @@ class Mirror:
     def snapshot(self) -> ShipReport:
         """Take a new base backup now and ship it with everything staged."""
         return self._guarded(force_base=True)
+
+    def ensure_base(self) -> ShipReport | None:
+        """Before a clean stop, while Postgres still runs: if the root folder holds no complete
+        generation of this server's timeline (a stop within seconds of initdb or a restore), take
+        one now, since the final snapshot can only extend an existing one. None: one exists."""
+        with self._lock:
+            facts = self._live_facts(required=True)
+            if facts is None or facts.in_recovery:
+                return None
+            newest = self._manifest_or_load().newest(facts.system_identifier)
+            if newest is not None and newest.timeline == max(facts.timeline, self._timeline_seen):
+                return None
+            return self._guarded(force_base=False)
 
     def final_snapshot(self) -> ShipReport:
         """After Postgres stopped cleanly: ship every staged segment and the unfinished last one,

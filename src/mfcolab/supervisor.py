@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2
+
 from . import credentials, schema
 from .component import Component
 from .errors import ComponentError, MfcolabError, StackStateError
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # seconds of RUNNING after which the failure count resets
 TICK = 0.5
+RECOVERY_TIMEOUT = 3600.0  # replaying a long stretch of shipped WAL; progress is shown meanwhile
 
 
 @dataclass
@@ -157,11 +160,37 @@ class Supervisor:
             self._set_phase(f"starting {slot.component.name}")
             self._start_and_wait(slot)
             if slot.component is self.postgres:
+                self._wait_for_recovery()
                 self._set_phase("applying the schema")
                 schema.apply(self.postgres.dsn)
                 self.mirror.start()
         if not self.settings.tunnel:
             self._publish_url(self.settings.local_url)
+
+    def _wait_for_recovery(self) -> None:
+        """A restored server accepts read-only connections while it replays the shipped WAL;
+        the schema and the service need it promoted."""
+        shown = False
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        while not self._stop.is_set():
+            try:
+                conn = psycopg2.connect(self.postgres.dsn, connect_timeout=5)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_is_in_recovery()")
+                        if not cur.fetchone()[0]:
+                            return
+                finally:
+                    conn.close()
+            except psycopg2.Error as exc:
+                if not self.postgres.alive():
+                    raise ComponentError(f"postgres exited during recovery{_log_tail(self.postgres)}", "mfcolab logs postgres") from exc
+            if not shown:
+                self._set_phase("Postgres is replaying the restored WAL")
+                shown = True
+            if time.monotonic() > deadline:
+                raise ComponentError(f"postgres still in recovery after {RECOVERY_TIMEOUT:.0f} s", "mfcolab logs postgres")
+            self._stop.wait(0.1)
 
     def _start_and_wait(self, slot: Slot) -> None:
         """Start one component and wait until it is healthy; raise if it cannot get there."""
@@ -248,6 +277,7 @@ class Supervisor:
             component = slot.component
             if component is self.postgres:
                 self.mirror.stop()
+                self._ensure_base()
             if component.alive() or component.pid is not None:
                 slot.move(State.STOPPING)
                 log.info("waiting for %s to stop", component.name)
@@ -260,6 +290,17 @@ class Supervisor:
                 log.info("final snapshot: %s", _as_dict(report))
             except MfcolabError as exc:
                 log.error("final snapshot failed: %s", exc)
+
+    def _ensure_base(self) -> None:
+        if not self.postgres.healthy():
+            return
+        self._set_phase("making sure a complete snapshot exists")
+        try:
+            report = self.mirror.ensure_base()
+            if report is not None:
+                log.info("base before stopping: %s", report)
+        except (MfcolabError, OSError, psycopg2.Error) as exc:
+            log.error("could not take a base before stopping: %s", exc)
 
     # -- publishing -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -48,16 +49,29 @@ def build_app(settings: Settings) -> Any:
 
 
 def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then close connections and the database pool."""
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    import signal
+
     from aiohttp import web
 
-    try:
-        import uvloop  # optional: faster event loop where installed
+    from .frontdoor import make_runner
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
-    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
-                handle_signals=True, shutdown_timeout=5)
+    runner = make_runner(build_app(settings), shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    log.info("front door listening on %s:%s", settings.host, settings.port)
+    try:
+        await stopped.wait()
+    finally:
+        await runner.cleanup()
 
 
 class WebComponent(ProcessComponent):
@@ -94,13 +108,14 @@ class WebComponent(ProcessComponent):
 
 
 def _inherited_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("MFCOLAB_")}
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per request costs more CPU than serving a small request; MFCOLAB_ACCESS_LOG=1 turns it on.
+    if os.environ.get("MFCOLAB_ACCESS_LOG") != "1":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     serve(Settings.resolve())
 
 
