@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from conftest import free_port, wait_until
-from internet import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
+from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
 from mfcolab.relay import STATUS_PATH
 from mfcolab.tunnel import RATE_LIMITED
 from stack_helpers import FLOWS, Stack, mfcolab, run_id_from

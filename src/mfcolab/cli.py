@@ -37,6 +37,9 @@ Cloudflared = Annotated[Optional[str], typer.Option("--cloudflared", help="Path 
 Registry = Annotated[Optional[str], typer.Option("--registry", help="Image registry for the official images.")]
 RelayPort = Annotated[Optional[int], typer.Option("--relay-port", help="Port of the --watch relay on 127.0.0.1 [7861].")]
 Proot = Annotated[Optional[str], typer.Option("--proot", help="System proot for udocker (no tools download).")]
+Image = Annotated[Optional[str], typer.Option("--image", help="Image of the official engine/UI (env MFCOLAB_OFFICIAL_IMAGE).")]
+ServicePort = Annotated[Optional[int], typer.Option("--service-port", help="Official metadata service port on 127.0.0.1 [8888].")]
+UiPort = Annotated[Optional[int], typer.Option("--ui-port", help="Official UI backend port on 127.0.0.1 [8083].")]
 
 T = TypeVar("T")
 
@@ -72,22 +75,25 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more
 
 def _stack_settings(root: Path | None, local: Path | None, port: int | None, host: str | None, pg_port: int | None,
                     no_tunnel: bool, engine: str | None, ui: str | None, no_auth: bool, snapshot_interval: float | None,
-                    keep: int | None, cloudflared: str | None, registry: str | None, proot: str | None) -> Settings:
+                    keep: int | None, cloudflared: str | None, registry: str | None, proot: str | None,
+                    image: str | None, service_port: int | None, ui_port: int | None) -> Settings:
     return settings(root, local, port=port, host=host, pg_port=pg_port, tunnel=False if no_tunnel else None,
                     engine=engine, ui=ui, no_auth=no_auth or None, snapshot_interval=snapshot_interval,
-                    keep_generations=keep, cloudflared=cloudflared, registry=registry, proot=proot)
+                    keep_generations=keep, cloudflared=cloudflared, registry=registry, proot=proot,
+                    official_image=image, service_port=service_port, ui_port=ui_port)
 
 
 @app.command()
 def up(root: Root = None, local: Local = None, port: Port = None, host: Host = None, pg_port: PgPort = None,
        no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
        snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
-       registry: Registry = None, proot: Proot = None) -> None:
+       registry: Registry = None, proot: Proot = None, image: Image = None,
+       service_port: ServicePort = None, ui_port: UiPort = None) -> None:
     """Start the stack detached, wait until it is healthy, print how to connect."""
     from . import stack
 
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
-                        cloudflared, registry, proot)
+                        cloudflared, registry, proot, image, service_port, ui_port)
     root_given = root is not None or "MF_ROOT" in os.environ
     status = run(lambda: stack.up(s, root_given=root_given, progress=say))
     typer.echo("\n".join(stack.summary_lines(s, status)))
@@ -97,7 +103,8 @@ def up(root: Root = None, local: Local = None, port: Port = None, host: Host = N
 def serve(root: Root = None, local: Local = None, port: Port = None, host: Host = None, pg_port: PgPort = None,
           no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
           snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
-          registry: Registry = None, proot: Proot = None) -> None:
+          registry: Registry = None, proot: Proot = None, image: Image = None,
+          service_port: ServicePort = None, ui_port: UiPort = None) -> None:
     """Run the supervisor in the foreground (what `up` starts detached)."""
     from . import stack
 
@@ -105,7 +112,7 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
-                        cloudflared, registry, proot)
+                        cloudflared, registry, proot, image, service_port, ui_port)
     raise typer.Exit(run(lambda: stack.serve(s)))
 
 
@@ -211,7 +218,8 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
         how = "reusing the relay" if w.reused else "started a relay"
         say(f"connected to {w.public.service_url} (metadata service {w.version})")
         say(f"{how} on {w.local.url} (pid {w.relay_state.get('pid')}); it follows {root}/connection.json")
-        say(f"profile written to {w.profile_path}; stop the relay with `mfcolab connect --stop-relay`")
+        stop = "mfcolab connect --stop-relay" + (f" --local {local}" if local else "")
+        say(f"profile written to {w.profile_path}; stop the relay with `{stop}`")
     else:
         target, path, version = run(lambda: client.connect(url, key, root, profile))
         say(f"connected to {target.service_url} (metadata service {version}); profile written to {path}")

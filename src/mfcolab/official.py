@@ -64,8 +64,9 @@ class Database:
                    url.port, url.hostname or "127.0.0.1")
 
 
-def official_image() -> str:
-    return os.environ.get(IMAGE_ENV) or IMAGE
+def official_image(settings: Settings | None = None) -> str:
+    """`--image` (Settings.official_image, env MFCOLAB_OFFICIAL_IMAGE), else the pinned tag."""
+    return (settings.official_image if settings is not None else "") or os.environ.get(IMAGE_ENV) or IMAGE
 
 
 def database_env(db: Database) -> dict[str, str]:
@@ -118,7 +119,7 @@ def ui_env(settings: Settings, db: Database) -> dict[str, str]:
 
 def metadata_spec(settings: Settings, db: Database, image: str | None = None) -> ContainerSpec:
     return ContainerSpec(
-        name="metadata", image=image or official_image(), command=METADATA_COMMAND, port=settings.service_port,
+        name="metadata", image=image or official_image(settings), command=METADATA_COMMAND, port=settings.service_port,
         env=metadata_env(settings, db), secret_env=secret_env(db), workdir=WORKDIR,
         health_path=f"{METADATA_PREFIX}/ping",
         port_flag="--service-port",
@@ -127,7 +128,7 @@ def metadata_spec(settings: Settings, db: Database, image: str | None = None) ->
 
 def ui_spec(settings: Settings, db: Database, image: str | None = None) -> ContainerSpec:
     return ContainerSpec(
-        name="ui-backend", image=image or official_image(), command=UI_COMMAND, port=settings.ui_port,
+        name="ui-backend", image=image or official_image(settings), command=UI_COMMAND, port=settings.ui_port,
         env=ui_env(settings, db), secret_env=secret_env(db), volumes=(settings.datastore_dir,), workdir=WORKDIR,
         health_path=f"{UI_PREFIX}/ping", port_flag="--ui-port",
     )
@@ -143,7 +144,7 @@ def copy_ui_bundle(container_dir: Path, target: Path) -> Path:
     source = container_dir / "ROOT" / UI_BUNDLE.lstrip("/")
     if not (source / "index.html").is_file():
         raise ContainerError(f"the image has no UI bundle at {UI_BUNDLE}",
-                             f"use an image that ships metaflow-ui (set {IMAGE_ENV}, default {IMAGE})")
+                             f"use an image that ships metaflow-ui (--image or {IMAGE_ENV}; default {IMAGE})")
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging, symlinks=False)

@@ -47,6 +47,7 @@ ENV_NAMES = {
     "ui_port": "MFCOLAB_UI_PORT",
     "registry": "MFCOLAB_REGISTRY",
     "proot": "MFCOLAB_PROOT",
+    "official_image": "MFCOLAB_OFFICIAL_IMAGE",
 }
 
 
@@ -69,6 +70,7 @@ class Settings:
     ui_port: int = 8083  # official UI backend
     registry: str = ""  # image registry override for udocker pulls
     proot: str = ""  # system proot for udocker (machines without udocker's tools download)
+    official_image: str = ""  # the official engine/UI image; empty: the pinned one in official.py
 
     @classmethod
     def resolve(cls, **given: Any) -> Settings:

@@ -70,6 +70,11 @@ def preflight(settings: Settings, root_given: bool) -> None:
     pg_binary("postgres")
     require_free_port(settings.port, "front door", "--port", "127.0.0.1" if settings.host == "localhost" else settings.host)
     require_free_port(settings.pg_port, "Postgres server", "--pg-port")
+    # The containers share the host network: a taken port fails here, before a pull or a start.
+    if settings.engine == "official":
+        require_free_port(settings.service_port, "official metadata service", "--service-port")
+    if settings.ui == "official":
+        require_free_port(settings.ui_port, "official UI backend", "--ui-port")
 
 
 def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:

@@ -257,7 +257,7 @@ class TunnelComponent(ProcessComponent):
         self._announced: str | None = None
         self._verified_at: float | None = None
         self._log_offset = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # on_url may ask for info() (the supervisor writes its status)
 
     # lifecycle
 

@@ -1,7 +1,9 @@
 """HTTP + WebSocket test service, run inside the test image (not imported by the tests).
 
 Configured like the upstream services: host, port and path prefix come from its environment,
-and which variables depends on the module that calls `serve`.
+and which variables depends on the module that calls `serve`. Like upstream, every route is
+under PATH_PREFIX only (`/ping` at the root is a 404 when a prefix is set), and `/ping` answers
+"pong" with the METADATA_SERVICE_VERSION header the Metaflow client checks.
 """
 import os
 import socket
@@ -11,10 +13,11 @@ import sys
 from aiohttp import WSMsgType, web
 
 PREFIX = os.environ.get("PATH_PREFIX", "").rstrip("/")
+VERSION = "2.5.1"  # the pinned upstream release
 
 
 async def ping(request):
-    return web.Response(text="pong")
+    return web.Response(text="pong", headers={"METADATA_SERVICE_VERSION": VERSION})
 
 
 async def env(request):

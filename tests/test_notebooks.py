@@ -1,0 +1,97 @@
+"""Both Colab notebooks executed with papermill against a local stack: the Colab-only cells off, the
+stand-in tunnel on, the GPU side reaching the CPU side's public URL through the test internet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import free_port, wait_until
+from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
+from stack_helpers import Stack, mfcolab
+
+papermill = pytest.importorskip("papermill")
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def execute(name: str, out: Path, cwd: Path, **parameters: object) -> dict:
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="python3",
+                               cwd=str(cwd), progress_bar=False, execution_timeout=600)
+    return json.loads(out.read_text())
+
+
+def outputs(notebook: dict) -> str:
+    text = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            text.append("".join(output.get("text", "")))
+    return "\n".join(text)
+
+
+def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    cpu = Stack(tmp_path / "cpu", free_port(), free_port())
+    cpu.tmp.mkdir()
+    gpu_local, gpu_work, relay_port = tmp_path / "gpu-local", tmp_path / "gpu-work", free_port()
+    gpu_work.mkdir()
+    # The kernels (and what they start) inherit this process's environment: the test internet's
+    # proxy and CA on both sides, the stand-in's wiring on the CPU side only.
+    for name, value in internet.client_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STANDIN_EDGE_DIR", str(internet.hosts))
+    relay_pid = None
+    try:
+        cpu_nb = execute("metaflow_service.ipynb", tmp_path / "cpu.ipynb", cpu.tmp, ON_COLAB=False, INSTALL="",
+                         ROOT=str(cpu.root), LOCAL=str(cpu.local), TUNNEL=True, STOP_AT_END=False,
+                         EXTRA_ARGS=f"--port {cpu.port} --pg-port {cpu.pg_port} --cloudflared {CLOUDFLARED}")
+        public = json.loads((cpu.root / "connection.json").read_text())["url"]
+        assert re.fullmatch(r"https://[a-z]+(-[a-z]+){3}\.trycloudflare\.com", public)
+        assert f"published for the GPU side: {public}" in outputs(cpu_nb)
+        assert cpu.status()["ready"]
+
+        monkeypatch.delenv("STANDIN_EDGE_DIR")
+        monkeypatch.setenv("METAFLOW_HOME", str(tmp_path / "gpu-metaflow-home"))
+        monkeypatch.setenv("USERNAME", "gpu-notebook")
+        gpu_nb = execute("remote_local_metaflow.ipynb", tmp_path / "gpu.ipynb", gpu_work, ON_COLAB=False, INSTALL="",
+                         ROOT=str(cpu.root), LOCAL=str(gpu_local), RELAY_PORT=relay_port, EPOCHS=200,
+                         WORKDIR=str(gpu_work))
+        relay_pid = int(json.loads((gpu_local / "relay" / "relay.json").read_text())["pid"])
+        text = outputs(gpu_nb)
+        assert f"connected to {public}/metadata" in text
+        assert f"via service@http://127.0.0.1:{relay_port}/metadata" in text
+        match = re.search(r"the CPU side has TrainFlow (\d+) at " + re.escape(public), text)
+        assert match, text[-3000:]
+
+        # The run is in the CPU side's database, as its local URL shows.
+        run = requests.get(f"{cpu.url}/metadata/flows/TrainFlow/runs/{match.group(1)}",
+                           headers={"x-api-key": cpu.key}, timeout=10).json()
+        assert run["user_name"] == "gpu-notebook"
+    finally:
+        mfcolab("connect", "--stop-relay", "--local", str(gpu_local), check=False)
+        pids = [pid for pid in cpu_pids(cpu)] + ([relay_pid] if relay_pid else [])
+        cpu.down(check=False)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=30, what="every process of both notebooks to exit")
+    assert not cpu.status()["running"]
+
+
+def cpu_pids(stack: Stack) -> list[int]:
+    status = stack.status()
+    if not status.get("running"):
+        return []
+    return [status["supervisor_pid"]] + [c["pid"] for c in status["components"] if c.get("pid")]
