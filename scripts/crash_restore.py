@@ -56,7 +56,7 @@ from stack_helpers import Stack  # noqa: E402
 from mfcolab import snapshots  # noqa: E402
 from mfcolab.postgres import DB_USER, run_pg_tool  # noqa: E402
 
-KILL_MOMENTS = ("random", "mid-ship", "mid-base")
+KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
 LOSS_TARGET_SECONDS = 10.0
 SYSTEM_TAGS = ["metaflow_version:2.19.39", "user:crash", "python_version:3.11", "runtime:dev"]
 
@@ -267,27 +267,42 @@ def _basebackup_running(pids: set[int]) -> bool:
     return False
 
 
-def wait_for_kill_moment(stack: Stack, pids: set[int], rng: random.Random, moment: str, run_seconds: tuple[float, float]) -> str:
+def wait_for_kill_moment(stack: Stack, pids: set[int], rng: random.Random, moment: str, run_seconds: tuple[float, float],
+                         helpers: list[subprocess.Popen[bytes]]) -> tuple[str, float | None]:
     """Sleep until the kill. "mid-ship" and "mid-base" wait (up to 30 s more) for a temporary file in
-    the root folder or a running pg_basebackup; returns what the moment turned out to be."""
+    the root folder or a running pg_basebackup; "after-snapshot" runs `mfcolab snapshot` to the end
+    and kills up to 2 s later. Returns what the moment turned out to be, and for "after-snapshot"
+    the time before which every acknowledged run must survive."""
     deadline = time.monotonic() + rng.uniform(*run_seconds)
     if moment == "random":
         time.sleep(max(0.0, deadline - time.monotonic()))
-        return "random"
-    time.sleep(rng.uniform(0.0, run_seconds[0]))
-    deadline += 30
+        return "random", None
+    if moment == "after-snapshot":
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        requested = time.time()
+        subprocess.run([sys.executable, "-m", "mfcolab", "snapshot", *stack.folder_args()], check=True,
+                       capture_output=True, timeout=600)
+        time.sleep(rng.uniform(0.0, 2.0))
+        return moment, requested
     probe: Callable[[], bool]
     if moment == "mid-ship":
+        time.sleep(rng.uniform(0.0, run_seconds[0]))
         probe = lambda: _temp_file_in(stack.root / "snapshots")  # noqa: E731
     else:
+        # A new base comes by itself after a restore (before the writes start) or when the WAL
+        # outweighs the last base; `mfcolab snapshot` asks for one at a random instant.
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        helpers.append(subprocess.Popen([sys.executable, "-m", "mfcolab", "snapshot", *stack.folder_args()],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         probe = lambda: _basebackup_running(pids)  # noqa: E731
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if probe():
             if moment == "mid-base":
-                time.sleep(rng.uniform(0.0, 0.3))
-            return moment
-        time.sleep(0.002 if moment == "mid-ship" else 0.01)
-    return "random"
+                time.sleep(rng.uniform(0.0, 0.4))  # in pg_basebackup, or copying the base to the root folder
+            return moment, None
+        time.sleep(0.002)
+    return "random", None
 
 
 # --- one trial --------------------------------------------------------------------------------------
@@ -335,9 +350,12 @@ def run_trial(torture: Torture, trial: int, rng: random.Random, moment: str,
     _wait(lambda: bool(writer.acks) or not writer.is_alive(), 60, "the first acknowledged run")
     if not writer.acks:
         raise AssertionError(f"the writer got no acknowledgement: {writer.error}")
-    result.moment = wait_for_kill_moment(stack, pids, rng, moment, run_seconds)
+    helpers: list[subprocess.Popen[bytes]] = []
+    result.moment, guaranteed = wait_for_kill_moment(stack, pids, rng, moment, run_seconds, helpers)
     killed_at = time.time()
     kill_everything(pids)
+    for helper in helpers:
+        helper.wait(60)  # `mfcolab snapshot` gives up once the supervisor is gone
     result.temp_files_at_kill = _temp_file_in(stack.root / "snapshots")
     writer.stopping.set()
     writer.join(60)
@@ -359,6 +377,8 @@ def run_trial(torture: Torture, trial: int, rng: random.Random, moment: str,
         check_database(stack)
         missing = check_runs(stack, torture, flow, acks)
         check_with_client(stack, flow, torture.survivors[flow])
+        if guaranteed is not None and missing and missing[0].at < guaranteed:
+            raise AssertionError(f"run {missing[0].run}, acknowledged before a completed `mfcolab snapshot`, is lost")
     except Exception as exc:  # noqa: BLE001 - a failed check is the result being measured
         result.error = f"{type(exc).__name__}: {exc}"[-1500:]
         return result

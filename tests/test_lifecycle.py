@@ -139,3 +139,19 @@ def test_lifecycle_survives_the_callers_process_group_dying(tmp_path: Path) -> N
         assert requests.get(stack.url + "/healthz", timeout=5).status_code == 200
     finally:
         stack.down()
+
+
+def test_lifecycle_up_after_the_supervisor_was_killed_cleans_up_and_starts(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, free_port(), free_port())
+    stack.up()
+    status = stack.status()
+    leftovers = [c["pid"] for c in status["components"]]
+    os.kill(status["supervisor_pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(status["supervisor_pid"]), timeout=10, what="the supervisor to die")
+    assert all(alive(pid) for pid in leftovers), "its components outlive it, holding their ports"
+    try:
+        stack.up()
+        assert not any(alive(pid) for pid in leftovers)
+        assert requests.get(stack.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        stack.down()

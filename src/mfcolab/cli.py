@@ -179,7 +179,9 @@ def snapshot(root: Root = None, local: Local = None) -> None:
 @app.command()
 def restore(root: Root = None, local: Local = None,
             generation: Annotated[Optional[str], typer.Option("--generation", help="Generation to restore [newest].")] = None,
-            until: Annotated[Optional[str], typer.Option("--until", help="Recover up to this time (ISO 8601).")] = None) -> None:
+            until: Annotated[Optional[str], typer.Option("--until", help="Recover up to this time (ISO 8601).")] = None,
+            move_aside: Annotated[bool, typer.Option("--move-aside", help="Keep the current database under a new name "
+                                                     "(pgdata.before-restore-<time>) instead of refusing.")] = False) -> None:
     """Restore the database from the root folder (the stack must be down)."""
     from . import restore as restoring
     from . import stack
@@ -190,7 +192,7 @@ def restore(root: Root = None, local: Local = None,
     def restore_now() -> str:
         if stack.supervisor_pid(s) is not None:
             raise StackStateError("the stack is running", "mfcolab down first")
-        return restoring.restore(s, generation=generation, until=until, progress=say)
+        return restoring.restore(s, generation=generation, until=until, progress=say, move_aside=move_aside)
 
     typer.echo(run(restore_now))
 

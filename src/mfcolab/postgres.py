@@ -21,8 +21,8 @@ from typing import Any
 import psycopg2
 
 from .component import ProcessComponent, require_free_port
-from .errors import ComponentError, ConfigError, MissingBinaryError
-from .process import ManagedProcess
+from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateError
+from .process import ManagedProcess, pid_alive
 from .settings import Settings
 
 SYSTEM_USER = "mfcolab-pg"
@@ -196,11 +196,29 @@ class Postgres(ProcessComponent):
 
     def preflight(self) -> None:
         pg_binary("postgres")
+        self.clear_stale_lock()
         require_free_port(self.port, "Postgres server", "--pg-port")
         self.initialize()
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         give_to_server_user(self.socket_dir)
         give_to_server_user(self.pgdata)  # a restored or copied data dir may belong to root
+
+    def clear_stale_lock(self) -> None:
+        """Remove the lock files of a killed server; refuse if a server still runs on this data.
+
+        A SIGKILLed server can linger as a zombie, which Postgres' own check takes for a live one."""
+        socket = self.socket_dir / f".s.PGSQL.{self.port}"
+        for lock, also in ((self.pgdata / "postmaster.pid", None), (Path(f"{socket}.lock"), socket)):
+            try:
+                pid = int(lock.read_text().split("\n", 1)[0])
+            except (OSError, ValueError):
+                continue
+            if pid_alive(pid) and _is_postgres(pid):
+                raise StackStateError(f"a Postgres server (pid {pid}) is still running on {self.pgdata}",
+                                      f"mfcolab down, or stop pid {pid}")
+            lock.unlink(missing_ok=True)
+            if also is not None:
+                also.unlink(missing_ok=True)
 
     def make_process(self) -> ManagedProcess:
         argv = [str(pg_binary("postgres")), "-D", str(self.pgdata)]
@@ -230,6 +248,13 @@ class Postgres(ProcessComponent):
 
     def info(self) -> dict[str, Any]:
         return {"pgdata": str(self.pgdata)}
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].endswith(b"postgres")
+    except OSError:
+        return False
 
 
 def _server_env() -> dict[str, str]:

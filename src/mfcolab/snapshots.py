@@ -80,7 +80,7 @@ def parse_generation(name: str) -> float:
     """The creation time encoded in a generation name; SnapshotError if it is not one."""
     match = re.fullmatch(r"(\d{8}T\d{6})(\d{3})Z-[0-9a-f]{4}", name)
     if not match:
-        raise SnapshotError(f"{name!r} is not a generation name", "mfcolab restore --list")
+        raise SnapshotError(f"{name!r} is not a generation name", "--generation one of the known ones, or no --generation for the newest")
     return calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%S")) + int(match.group(2)) / 1000
 
 
@@ -197,7 +197,7 @@ class Manifest:
             if generation.id == generation_id:
                 return generation
         known = ", ".join(g.id for g in self.generations) or "none"
-        raise SnapshotError(f"no generation {generation_id!r} in the root folder (known: {known})", "mfcolab restore --list")
+        raise SnapshotError(f"no generation {generation_id!r} in the root folder (known: {known})", "--generation one of the known ones, or no --generation for the newest")
 
     def range_for(self, generation: Generation) -> WalRange | None:
         for wal_range in self.wal:

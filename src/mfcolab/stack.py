@@ -66,6 +66,7 @@ def preflight(settings: Settings, root_given: bool) -> None:
         url = read_status(settings).get("public_url") or settings.local_url
         raise StackStateError(f"mfcolab is already running for {settings.local} (pid {pid}) at {url}",
                               "mfcolab status, or mfcolab down first")
+    _sweep_leftovers(settings)  # a supervisor that was killed leaves its components holding their ports
     prepare_folders(settings, root_given)
     pg_binary("postgres")
     require_free_port(settings.port, "front door", "--port", "127.0.0.1" if settings.host == "localhost" else settings.host)
@@ -148,13 +149,18 @@ def down(settings: Settings, *, progress: Progress, timeout: float = 180.0) -> b
 
 def _sweep_leftovers(settings: Settings) -> None:
     """Kill component process groups a killed supervisor left behind (their pids are in status.json)."""
+    killed = []
     for component in read_status(settings).get("components", []):
         pid = component.get("pid")
         if pid and pid_alive(pid) and _belongs_to_stack(pid, settings):
             try:
                 os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
+    deadline = time.monotonic() + 10
+    while any(pid_alive(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
     settings.supervisor_pid_file.unlink(missing_ok=True)
 
 

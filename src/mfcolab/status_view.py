@@ -29,21 +29,38 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"front door: {report.get('url')}")
         if report.get("public_url") and report.get("public_url") != report.get("url"):
             lines.append(f"public URL: {report['public_url']}")
-        mirror = report.get("mirror") or {}
-        if mirror:
-            state = mirror.get("state", "?")
-            reason = f" ({mirror['error']})" if mirror.get("error") else ""
-            lines.append(f"mirror: {state}{reason}")
-    snapshots = report.get("snapshots")
-    if isinstance(snapshots, dict) and snapshots.get("error"):
-        lines.append(f"snapshots: unreadable ({snapshots['error']})")
-    elif snapshots:
-        newest = snapshots[-1] if isinstance(snapshots, list) else snapshots
-        when = newest.get("updated_at") or newest.get("created_at")
-        age = f", {_age(time.time() - when)} old" if isinstance(when, (int, float)) else ""
-        size = newest.get("size_bytes") or newest.get("bytes")
-        size_text = f", {size / 1e6:.1f} MB" if isinstance(size, (int, float)) else ""
-        lines.append(f"snapshots: {len(snapshots)} in {report['root']}; newest {newest.get('generation', '?')}{age}{size_text}")
-    else:
-        lines.append(f"snapshots: none yet in {report['root']}")
+        lines += _mirror_lines(report.get("mirror") or {})
+    lines.append(_snapshot_line(report.get("snapshots"), report["root"]))
     return "\n".join(lines)
+
+
+def _size(size: Any) -> str:
+    return f"{size / 1e6:.1f} MB" if isinstance(size, (int, float)) else "? MB"
+
+
+def _mirror_lines(mirror: dict[str, Any]) -> list[str]:
+    """The mirror as `Mirror.info()` reports it: idle / shipping / failing (with the reason)."""
+    if not mirror:
+        return []
+    line = f"mirror: {mirror.get('state', '?')}"
+    if mirror.get("state") == "failing":
+        line += f" ({mirror.get('failures', '?')} failed attempts: {mirror.get('reason') or mirror.get('error') or 'unknown'})"
+    elif mirror.get("error"):
+        line += f" ({mirror['error']})"
+    if mirror.get("last_cycle"):
+        line += f"; last cycle {mirror['last_cycle']}"
+    return [line]
+
+
+def _snapshot_line(snapshots: Any, root: str) -> str:
+    """The newest restorable state, as `restore.list_generations` describes it (oldest first)."""
+    if isinstance(snapshots, dict) and snapshots.get("error"):
+        return f"snapshots: unreadable ({snapshots['error']})"
+    if not snapshots:
+        return f"snapshots: none yet in {root}"
+    newest = next((g for g in reversed(snapshots) if g.get("newest")), snapshots[-1])
+    when = newest.get("until") or newest.get("created")
+    age = f"{_age(time.time() - when)} old" if isinstance(when, (int, float)) else "age unknown"
+    count = f"{len(snapshots)} generation{'s' if len(snapshots) != 1 else ''}"
+    return (f"snapshots: newest restorable state {age}, {_size(newest.get('size_bytes'))} "
+            f"(generation {newest.get('id', '?')}, {count} in {root})")

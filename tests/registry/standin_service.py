@@ -49,7 +49,7 @@ async def database(request):
 async def websocket(request):
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    await ws.send_json({"type": "HELLO", "pid": os.getpid()})
+    await ws.send_json({"type": "HELLO", "pid": os.getpid(), "path": request.path_qs})
     async for message in ws:
         if message.type == WSMsgType.TEXT:
             await ws.send_str("echo:" + message.data)
@@ -59,7 +59,9 @@ async def websocket(request):
 def serve(host_variable, port_variable):
     app = web.Application()
     for method, path, handler in (("GET", "/ping", ping), ("GET", "/env", env), ("GET", "/read", read),
-                                  ("POST", "/write", write), ("GET", "/database", database), ("GET", "/ws", websocket)):
+                                  ("POST", "/write", write), ("GET", "/database", database), ("GET", "/ws", websocket),
+                                  # the UI backend's other WebSocket: a search over a run's artifacts
+                                  ("GET", "/flows/{flow_id}/runs/{run_number}/search", websocket)):
         app.router.add_route(method, PREFIX + path, handler)
     host = os.environ.get(host_variable, "127.0.0.1")
     port = int(os.environ[port_variable])
