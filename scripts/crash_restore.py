@@ -8,10 +8,12 @@ All trials share one root folder (as a user's Drive does); each trial is a new r
 2. a client keeps Metaflow's per-task write sequence going through the front door with the access
    key (create a run, its step and task, post metadata and artifacts, heartbeat) and records each
    run the service acknowledged, with the time the last answer arrived;
-3. at a random instant, or the moment the mirror has a temporary file open in the root folder
-   (mid-ship), or while pg_basebackup runs (mid-base), every process of the stack is SIGKILLed:
-   the supervisor, Postgres and all its children, the web process and anything else they started,
-   by process group, frozen first with SIGSTOP so they all die at the same instant;
+3. trials take turns at when to kill: at a random instant; the moment the mirror has a temporary
+   file in the root folder (mid-ship); while a base backup runs (mid-base, asked for with
+   `mfcolab snapshot`); up to 2 s after a `mfcolab snapshot` finished (after-snapshot: every run
+   acknowledged before it must survive). Every process of the stack is SIGKILLed: the supervisor,
+   Postgres and all its children, the web process and anything else they started, by process
+   group and by descendant, frozen first with SIGSTOP so they all die at the same instant;
 4. the local folder is deleted (a new runtime) and `mfcolab up` runs again: it restores;
 5. checks: pg_amcheck (every database, heap and indexes) finds nothing; the service's HTTP API
    reads every run of every earlier trial that survived, and every acknowledged run of this trial
@@ -286,7 +288,7 @@ def wait_for_kill_moment(stack: Stack, pids: set[int], rng: random.Random, momen
         return moment, requested
     probe: Callable[[], bool]
     if moment == "mid-ship":
-        time.sleep(rng.uniform(0.0, run_seconds[0]))
+        time.sleep(max(0.0, deadline - time.monotonic()))  # then the next ship, whatever it carries
         probe = lambda: _temp_file_in(stack.root / "snapshots")  # noqa: E731
     else:
         # A new base comes by itself after a restore (before the writes start) or when the WAL
@@ -472,7 +474,7 @@ def summary(results: list[TrialResult]) -> dict[str, Any]:
 def format_trial(r: TrialResult) -> str:
     status = "ok" if r.restored else "FAILED"
     half = " half-written file in root" if r.temp_files_at_kill else ""
-    return (f"trial {r.trial:3d} {status:6s} kill={r.moment:8s} acked={r.acked:4d} missing={r.missing:3d} "
+    return (f"trial {r.trial:3d} {status:6s} kill={r.moment:14s} acked={r.acked:4d} missing={r.missing:3d} "
             f"loss window={r.loss_window:5.2f} s restore+up={r.restore_seconds:5.2f} s{half} {r.error}")
 
 
@@ -517,8 +519,8 @@ def main() -> int:
           f"folders under {workdir}", flush=True)
     results: list[TrialResult] = []
     try:
-        results = run_trials(workdir, args.trials, args.seed, (args.min_run, args.max_run), extra, args.pause,
-                             report=lambda r: (results.append(r), print(format_trial(r), flush=True)))
+        run_trials(workdir, args.trials, args.seed, (args.min_run, args.max_run), extra, args.pause,
+                   report=lambda r: (results.append(r), print(format_trial(r), flush=True)))
     finally:
         report = summary(results)
         report["links_in_root"] = len(_links_in(workdir / "root"))

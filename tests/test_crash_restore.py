@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -155,12 +154,15 @@ def test_crash_restore_down_wipe_up_loses_nothing_and_status_shows_the_snapshot(
 def test_crash_restore_restore_move_aside_keeps_the_current_database(tmp_path: Path) -> None:
     stack = Stack(tmp_path, free_port(), free_port())
     stack.up()
-    writer = crash.Writer(stack.port, stack.key, "AsideFlow")
-    writer.start()
-    wait_until(lambda: len(writer.acks) >= 5 or not writer.is_alive(), timeout=120, what="5 acknowledged runs")
-    writer.stopping.set()
-    writer.join(60)
-    stack.down()
+    try:
+        writer = crash.Writer(stack.port, stack.key, "AsideFlow")
+        writer.start()
+        wait_until(lambda: len(writer.acks) >= 5 or not writer.is_alive(), timeout=120, what="5 acknowledged runs")
+        writer.stopping.set()
+        writer.join(60)
+    finally:
+        stack.down()
+    assert len(writer.acks) >= 5, writer.error
 
     refused = mfcolab("restore", *stack.folder_args(), check=False)
     assert refused.returncode == 1
@@ -171,11 +173,37 @@ def test_crash_restore_restore_move_aside_keeps_the_current_database(tmp_path: P
     assert len(aside) == 1 and (aside[0] / "PG_VERSION").exists()
     assert "restored generation" in moved.stdout
 
-    stack.up()
     try:
+        stack.up()
         reader = crash.Reader(stack.port, stack.key)
         try:
             assert {a.run for a in writer.acks} <= reader.runs("AsideFlow")
+        finally:
+            reader.close()
+    finally:
+        stack.down(check=False)
+
+
+def test_crash_restore_down_before_any_mirror_cycle_still_leaves_a_restorable_state(tmp_path: Path) -> None:
+    """With the loop off no base is ever taken while running: `down` must take one before
+    Postgres stops, since the final snapshot can only extend an existing generation."""
+    stack = Stack(tmp_path, free_port(), free_port(), ["--snapshot-interval", "0"])
+    stack.up()
+    try:
+        writer = crash.Writer(stack.port, stack.key, "NoCycleFlow")
+        writer.start()
+        wait_until(lambda: len(writer.acks) >= 5 or not writer.is_alive(), timeout=120, what="5 acknowledged runs")
+        writer.stopping.set()
+        writer.join(60)
+        assert len(writer.acks) >= 5, writer.error
+        assert not (stack.root / "snapshots" / "manifest.json").exists()
+        stack.down()
+        shutil.rmtree(stack.local)
+
+        assert "restoring generation" in stack.up().stderr
+        reader = crash.Reader(stack.port, stack.key)
+        try:
+            assert {a.run for a in writer.acks} <= reader.runs("NoCycleFlow")
         finally:
             reader.close()
     finally:

@@ -44,7 +44,9 @@ def _mirror_lines(mirror: dict[str, Any]) -> list[str]:
         return []
     line = f"mirror: {mirror.get('state', '?')}"
     if mirror.get("state") == "failing":
-        line += f" ({mirror.get('failures', '?')} failed attempts: {mirror.get('reason') or mirror.get('error') or 'unknown'})"
+        failures = mirror.get("failures", "?")
+        attempts = "1 failed attempt" if failures == 1 else f"{failures} failed attempts"
+        line += f" ({attempts}: {mirror.get('reason') or mirror.get('error') or 'unknown'})"
     elif mirror.get("error"):
         line += f" ({mirror['error']})"
     if mirror.get("last_cycle"):
