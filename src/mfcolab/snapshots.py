@@ -11,7 +11,9 @@
       wal/<system id>/<timeline>.history.gz
 
 The root folder is Google Drive on Colab: no links, no directory renames, no reliance on modes.
-Every file is written under a temporary name in its final folder, synced, then renamed.
+Every file is written under a temporary name in its final folder, synced, then renamed: the
+pieces by rsync (`transport.py`, temporary names `.<name>.XXXXXX`), the manifest here
+(`.<name>.tmp-<pid>-<random>`). Both kinds of leftovers are recognised by `is_temp`.
 A generation is one base plus the contiguous run of WAL segments after it; the manifest lists
 the complete generations and the shipped WAL ranges, and is itself replaced atomically.
 """
@@ -42,6 +44,7 @@ CHUNK = 1024 * 1024
 
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 _HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
+_RSYNC_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9]{6}$")  # rsync's mkstemp name for a file it is writing
 
 
 # --- folders -------------------------------------------------------------------------------
@@ -64,8 +67,13 @@ def restore_wal_dir(settings: Settings) -> Path:
 
 
 def base_staging_dir(settings: Settings) -> Path:
-    """Local folder pg_basebackup writes into, before the supervisor copies the base out."""
+    """Local folder pg_basebackup writes into, before its files move to the outbox."""
     return settings.local / "base-staging"
+
+
+def outbox_dir(settings: Settings) -> Path:
+    """Local folder laid out like the snapshots folder: what the current cycle ships."""
+    return settings.local / "outbox"
 
 
 # --- names: format/parse pairs -------------------------------------------------------------
@@ -131,7 +139,9 @@ def partial_piece(segment: str) -> str:
 
 
 def is_temp(name: str) -> bool:
-    return name.startswith(".") and TEMP_MARK in name
+    """A file being written (or left behind by a killed writer): ours or rsync's. No piece of a
+    snapshot has a name starting with a dot."""
+    return name.startswith(".") and (TEMP_MARK in name or bool(_RSYNC_TEMP_RE.match(name)))
 
 
 # --- the manifest --------------------------------------------------------------------------
@@ -332,11 +342,11 @@ def write_atomic(dest: Path, chunks: Iterable[bytes]) -> int:
         except OSError:
             pass
         raise
-    _sync_folder(dest.parent)
+    sync_folder(dest.parent)
     return written
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -369,14 +379,6 @@ def gzip_chunks(source: Path, limit: int | None = None) -> Iterator[bytes]:
             if out:
                 yield out
     yield compressor.flush()
-
-
-def copy_atomic(source: Path, dest: Path, compress: bool = False) -> int:
-    """Copy a local file into the root folder atomically; returns the bytes written."""
-    if compress:
-        return write_atomic(dest, gzip_chunks(source))
-    with open(source, "rb") as handle:
-        return write_atomic(dest, read_chunks(handle))
 
 
 def gunzip_to(source: Path, dest: Path) -> None:

@@ -163,9 +163,17 @@ class Supervisor:
                 self._wait_for_recovery()
                 self._set_phase("applying the schema")
                 schema.apply(self.postgres.dsn)
+                self._skip_lost_ids()
                 self.mirror.start()
         if not self.settings.tunnel:
             self._publish_url(self.settings.local_url)
+
+    def _skip_lost_ids(self) -> None:
+        from .restore import reserve_lost_ids
+
+        moved = reserve_lost_ids(self.postgres.dsn, self.settings.datastore_dir)
+        if moved:
+            log.info("ids used by runs lost in the last crash are skipped: sequences now at %s", moved)
 
     def _wait_for_recovery(self) -> None:
         """A restored server accepts read-only connections while it replays the shipped WAL;
