@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
+from helpers import wait_until
 
 STANDINS = Path(__file__).parent / "standins"
 CLOUDFLARED = STANDINS / "cloudflared"

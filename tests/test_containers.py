@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
     BUSYBOX,
     PYWEB,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from helpers import free_port
 from stack_helpers import Stack, run_id_from
 
 pytestmark = pytest.mark.slow

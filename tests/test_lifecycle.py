@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 import requests
 
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from stack_helpers import Stack, mfcolab
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
 from stack_helpers import Stack, mfcolab
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import requests
 from aiohttp import web
-from conftest import free_port, make_settings
+from helpers import free_port, make_settings
 from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
     INDEX_HTML,
     MAIN_JS,

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
     INDEX_HTML,
     MAIN_JS,

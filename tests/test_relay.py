@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from mfcolab.relay import STATUS_PATH, ConnectionSource
 from stack_helpers import mfcolab
 

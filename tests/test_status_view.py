@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_settings
+from helpers import free_port, make_settings
 from mfcolab.errors import SnapshotError
 from mfcolab.mirror import Mirror
 from mfcolab.restore import GenerationInfo

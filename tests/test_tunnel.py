@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import make_settings, wait_until
+from helpers import make_settings, wait_until
 
 from mfcolab.download import download_file, partial_path
 from mfcolab.errors import MissingBinaryError, TunnelError
@@ -473,7 +473,7 @@ def test_download_404_is_a_clear_error_without_retries(files: FileServer, tmp_pa
 
 
 def test_download_unreachable_server_gives_up_after_its_attempts(tmp_path: Path) -> None:
-    from conftest import free_port
+    from helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/cloudflared"
     with pytest.raises(TunnelError, match="after 2 attempts") as caught:

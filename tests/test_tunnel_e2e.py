@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
 from mfcolab.relay import STATUS_PATH
 from mfcolab.tunnel import RATE_LIMITED

@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,  # help text is plain: "[7860]" is a default, not markup
 )
 
 Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that outlives the machine (env MF_ROOT).")]

@@ -7,6 +7,7 @@ restart does not reach it), and follows <local>/run/status.json until the stack 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -188,7 +189,7 @@ def _snapshot_summary(settings: Settings) -> Any:
     from .restore import list_generations
 
     try:
-        return [g if isinstance(g, dict) else getattr(g, "__dict__", str(g)) for g in list_generations(settings)]
+        return [dataclasses.asdict(g) for g in list_generations(settings)]
     except Exception as exc:  # status must print even when the root folder is unreadable
         return {"error": str(exc)}
 

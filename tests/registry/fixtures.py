@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 
 from mfcolab.containers import ContainerComponent, Udocker, container_processes
 
