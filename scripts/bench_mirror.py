@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import make_settings  # noqa: E402
+from helpers import make_settings  # noqa: E402
 from mirror_helpers import ComponentStack, execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
 
 from mfcolab.mirror import Mirror, ShipReport  # noqa: E402

@@ -53,7 +53,7 @@ from typing import Any
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from conftest import free_port  # noqa: E402
+from helpers import free_port  # noqa: E402
 from stack_helpers import Stack  # noqa: E402
 
 from mfcolab import snapshots  # noqa: E402
@@ -555,7 +555,7 @@ def _links_in(folder: Path) -> list[str]:
 
 def _component_trials(args: argparse.Namespace) -> int:
     """The earlier, component-level torture: Postgres and a mirror process without the supervisor."""
-    from conftest import make_settings
+    from helpers import make_settings
     from mirror_helpers import links_in
     from mirror_helpers import run_trial as component_trial
     from mirror_helpers import summary as component_summary

@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import free_port, wait_until
+from helpers import free_port, wait_until
 from stack_helpers import FLOWS, Stack, mfcolab, run_id_from
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, killed_rsync_leftover, links_in, run_trial,
                             start_archiving_postgres, summary, switch_wal, temp_files_in, wait_for)
 
-from conftest import make_settings
+from helpers import make_settings
 from mfcolab import snapshots
 from mfcolab.errors import SnapshotError
 from mfcolab.mirror import Mirror

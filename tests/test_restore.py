@@ -9,7 +9,7 @@ import pytest
 from mirror_helpers import (ComponentStack, Writer, execute, kill_postgres, links_in, start_archiving_postgres,
                             switch_wal, wait_for)
 
-from conftest import make_settings
+from helpers import make_settings
 from mfcolab import snapshots
 from mfcolab.errors import ConfigError, StackStateError
 from mfcolab.mirror import Mirror

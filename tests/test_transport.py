@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in, wait_for
 
-from conftest import make_settings
+from helpers import make_settings
 from mfcolab import snapshots, transport
 from mfcolab.errors import MissingBinaryError, SnapshotError
 from mfcolab.mirror import Mirror

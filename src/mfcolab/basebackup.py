@@ -35,10 +35,14 @@ class BaseBackups:
         local = self._run(generation_id)
         generation = generation_from_backup(generation_id, local, segment_size)
         folder = snapshots.base_dir(self.settings, generation_id)
-        for name in BASE_FILES:
-            generation.files[name] = outbox.add_moved(local / name, folder / name)
-        record = snapshots.json_bytes(dataclasses.asdict(generation))
-        outbox.add_bytes(record, folder / snapshots.GENERATION_RECORD)
+        try:
+            for name in BASE_FILES:
+                generation.files[name] = outbox.add_moved(local / name, folder / name)
+            record = snapshots.json_bytes(dataclasses.asdict(generation))
+            outbox.add_bytes(record, folder / snapshots.GENERATION_RECORD)
+        except BaseException:
+            outbox.discard(folder)  # no half a base in the outbox
+            raise
         return generation
 
     def abort(self) -> None:

@@ -318,10 +318,16 @@ class Mirror:
         cycle = self._begin()
         held = self._plan_staged(cycle, report, final=False)
         facts = self._live_facts(required=force_base or held or cycle.manifest.newest() is None)
+        base_failure: BaseException | None = None
         if facts is not None and self._base_due(cycle.manifest, facts, held, force_base):
-            if self._plan_base(cycle, facts, report):
-                self._plan_staged(cycle, report, final=False)  # segments archived while the base ran
+            try:
+                if self._plan_base(cycle, facts, report):
+                    self._plan_staged(cycle, report, final=False)  # segments archived while the base ran
+            except (OSError, SnapshotError, psycopg2.Error) as exc:
+                base_failure = exc  # the WAL planned so far still ships; the base is retried
         self._commit(cycle, report)
+        if base_failure is not None:
+            raise base_failure
 
     def _final_cycle(self, report: ShipReport) -> None:
         cycle = self._begin()

@@ -87,6 +87,14 @@ class Outbox:
                 found.append(path.relative_to(self.folder))
         return sorted(found)
 
+    def discard(self, final: Path) -> None:
+        """Take a folder (or file) back out of the outbox."""
+        path = self.folder / final.relative_to(self.dest)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
