@@ -190,11 +190,8 @@ def test_task_heartbeat_and_the_run_bump_on_task_create(api: Api, flow_name: str
     sql(pg_dsn, "UPDATE tasks_v3 SET last_heartbeat_ts = last_heartbeat_ts - 11 WHERE flow_id = %s", flow_name)
     ok = api.post(path, {})
     assert ok.status_code == 200 and heartbeat_wait(ok) == 10
-    # Creating a task bumps the run's heartbeat (at most once a second per run: start a new second).
+    # Creating a task bumps the run's heartbeat.
     sql(pg_dsn, "UPDATE runs_v3 SET last_heartbeat_ts = 1000 WHERE flow_id = %s", flow_name)
-    second = int(time.time())
-    while int(time.time()) == second:
-        time.sleep(0.01)
     api.task(flow_name, run, "start")
     stored = sql(pg_dsn, "SELECT last_heartbeat_ts FROM runs_v3 WHERE flow_id = %s", flow_name)[0][0]
     assert abs(stored - time.time()) < 60

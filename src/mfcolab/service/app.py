@@ -6,7 +6,6 @@ from aiohttp import web
 
 from . import admin, artifacts, flows, metadata, runs, steps, tags, tasks
 from .database import DB_KEY, Database
-from .heartbeat import RUN_BUMPS, RunBumps
 from .http import CONNECTION_LOST
 from .routing import ShapeRouter
 
@@ -57,7 +56,6 @@ def create_app(dsn: str, *, pool_min: int = 2, pool_max: int = 10) -> web.Applic
     database = Database(dsn, pool_min, pool_max)
     app[DB_KEY] = database
     app[CONNECTION_LOST] = database.connection_lost
-    app[RUN_BUMPS] = RunBumps()
     app.cleanup_ctx.append(database.lifespan)
     flows_routes = ShapeRouter()
     for method, path, handler in ROUTES:

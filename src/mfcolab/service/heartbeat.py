@@ -37,27 +37,3 @@ def capable(system_tags: list[str]) -> bool:
                 return version >= (1, 14, 0)
             return version >= (2, 2, 12)
     return False
-
-
-class RunBumps:
-    """Which runs had their heartbeat bumped by a task creation in the current second.
-
-    One process serves the service, so remembering the last second per run is enough to bump
-    each run at most once a second without asking Postgres (and locking the run's row)."""
-
-    _LIMIT = 10_000  # forget everything past this many runs: the only cost is one extra bump each
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], int] = {}
-
-    def due(self, flow_id: str, run: str, second: int) -> bool:
-        key = (flow_id, run)
-        if self._last.get(key) == second:
-            return False
-        if len(self._last) >= self._LIMIT:
-            self._last.clear()
-        self._last[key] = second
-        return True
-
-
-RUN_BUMPS = web.AppKey("mfcolab_service_run_bumps", RunBumps)

@@ -151,15 +151,17 @@ GET_TASK = Keyed(
     f"SELECT {TASK_JSON}::text FROM tasks_v3 t " + _RUN_OF.format(a="t")
     + " WHERE t.flow_id = $1 AND RUN(t) AND t.step_name = $3 AND TASK(t)"
 )
-# One statement: find the step and its run, insert the task, and (with $8 true) bump the run's
-# heartbeat. No row back: no step. The service asks for the bump at most once per second per
-# run: every bump locks the run's row, and concurrent task creations would queue on it.
-_CREATE_TASK = (
+# One statement: find the step and its run, insert the task, and (for a heartbeat-capable
+# client, $8 true) bump the run's heartbeat at most once per second. No row back: no step.
+CREATE_TASK = Keyed(
     "WITH parent AS ("
     " SELECT s.flow_id, s.run_number, r.run_id, s.step_name, r.tags, r.system_tags"
     " FROM steps_v3 s " + _RUN_OF.format(a="s")
     + " WHERE s.flow_id = $1 AND RUN(s) AND s.step_name = $3),"
-    "{bump}"
+    " bump AS ("
+    " UPDATE runs_v3 SET last_heartbeat_ts = $9::bigint"
+    " WHERE $8::boolean AND flow_id = $1 AND run_number = (SELECT run_number FROM parent)"
+    " AND (last_heartbeat_ts IS NULL OR last_heartbeat_ts < $9)),"
     " ins AS ("
     " INSERT INTO tasks_v3 (flow_id, run_number, run_id, step_name, task_name, user_name, tags, system_tags,"
     " last_heartbeat_ts, ts_epoch)"
@@ -168,14 +170,6 @@ _CREATE_TASK = (
     " RETURNING *)"
     f" SELECT {TASK_JSON}::text FROM ins t, parent r"
 )
-_BUMP_RUN = (
-    " bump AS ("
-    " UPDATE runs_v3 SET last_heartbeat_ts = $9::bigint"
-    " WHERE $8::boolean AND flow_id = $1 AND run_number = (SELECT run_number FROM parent)"
-    " AND (last_heartbeat_ts IS NULL OR last_heartbeat_ts < $9)),"
-)
-CREATE_TASK = Keyed(_CREATE_TASK.format(bump=""))
-CREATE_TASK_BUMPING_RUN = Keyed(_CREATE_TASK.format(bump=_BUMP_RUN))
 TASK_HEARTBEAT = Keyed(
     "UPDATE tasks_v3 t SET last_heartbeat_ts = $5 WHERE t.flow_id = $1 AND RUN(t) AND t.step_name = $3 AND TASK(t)"
     " AND (t.last_heartbeat_ts IS NULL OR t.last_heartbeat_ts <= $5::bigint - $6::bigint)"

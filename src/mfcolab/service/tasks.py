@@ -10,7 +10,6 @@ from aiohttp import web
 from . import heartbeat, sql
 from .clock import now_ms, now_s
 from .database import db, updated_rows
-from .heartbeat import RUN_BUMPS
 from .http import ApiError, endpoint, json_text, not_found
 from .inputs import as_object, check_text, opt_text, parse_json, path_text, run_key, task_key, text_list
 from .runs import external_id
@@ -44,13 +43,10 @@ async def create_task(request: web.Request) -> web.Response:
     user_name = opt_text(body, "user_name")
     tags = json.dumps(text_list(body, "tags"))
     system_tags = text_list(body, "system_tags")
-    capable, second = heartbeat.capable(system_tags), now_s()
-    bumping = capable and request.app[RUN_BUMPS].due(flow_id, str(run.value), second)
-    statement = sql.CREATE_TASK_BUMPING_RUN if bumping else sql.CREATE_TASK
     try:
         text = await db(request).fetchval(
-            statement.get(run), flow_id, run.value, step_name, task_name, user_name, tags,
-            json.dumps(system_tags), capable, second, now_ms(),
+            sql.CREATE_TASK.get(run), flow_id, run.value, step_name, task_name, user_name, tags,
+            json.dumps(system_tags), heartbeat.capable(system_tags), now_s(), now_ms(),
         )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, f"task {task_name} already exists in step {step_name} of run {run.value}") from None
