@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 import requests
 
+from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
 from stack_helpers import Stack, mfcolab
 
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.slow
 def stack_pids(stack: Stack) -> list[int]:
     status = stack.status()
     return [status["supervisor_pid"]] + [c["pid"] for c in status["components"] if c.get("pid")]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_lifecycle_up_twice_status_and_down_leaves_nothing(tmp_path: Path) -> None:

@@ -4,13 +4,13 @@ stand-in tunnel on, the GPU side reaching the CPU side's public URL through the 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 import requests
 
+from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
 from stack_helpers import Stack, mfcolab
@@ -20,15 +20,6 @@ papermill = pytest.importorskip("papermill")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def execute(name: str, out: Path, cwd: Path, **parameters: object) -> dict:

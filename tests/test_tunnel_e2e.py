@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
 from mfcolab.relay import STATUS_PATH
@@ -34,15 +35,6 @@ def clean_env(**more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "MFCOLAB_", "STANDIN_"))}
     env.update(more)
     return env
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class CpuSide(Stack):
