@@ -163,7 +163,7 @@ class Postgres(ProcessComponent):
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
             raise ConfigError(
                 f"{self.pgdata} is not empty but holds no database",
-                f"move it away, or point PGDATA_DIR/--local at an empty folder",
+                "move it away, or point PGDATA_DIR/--local at an empty folder",
             )
         ensure_server_user()
         self.pgdata.mkdir(parents=True, exist_ok=True)

@@ -239,7 +239,7 @@ def start_relay(root: Path, port: int, folder: RelayFolder) -> tuple[dict[str, A
     if child.poll() is None:
         _stop_pid(child.pid)
     raise ConnectError(f"the relay did not start; last lines of {folder.log_file}:\n{tail_file(folder.log_file, 10)}",
-                       f"mfcolab connect --watch --relay-port <another port>")
+                       "mfcolab connect --watch --relay-port <another port>")
 
 
 def stop_relay(folder: RelayFolder, timeout: float = 10.0) -> bool:

@@ -120,7 +120,7 @@ def _follow_start(settings: Settings, child: subprocess.Popen[bytes], log_path: 
             progress(shown)
         if child.poll() is not None:
             error = read_status(settings).get("error") or f"the supervisor exited with code {child.returncode}"
-            raise ComponentError(f"mfcolab did not start: {error}\n{tail_file(log_path, 15)}", f"mfcolab logs supervisor")
+            raise ComponentError(f"mfcolab did not start: {error}\n{tail_file(log_path, 15)}", "mfcolab logs supervisor")
         time.sleep(0.03)
     down(settings, progress=progress)
     raise ComponentError(f"mfcolab did not become healthy within {UP_TIMEOUT:.0f} s", "mfcolab logs")

@@ -545,9 +545,15 @@ def test_service_recovers_when_its_database_connections_are_killed(api: Api, flo
     api.flow(flow_name)
     for _ in range(3):
         assert api.get(f"/flows/{flow_name}").status_code == 200
-    killed = sql(pg_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    killed = sql(pg_dsn, "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
                          " WHERE application_name = 'mfcolab-metadata-service'")
     assert killed, "the service's connections should be visible by their application_name"
+    # pg_terminate_backend only signals: wait until every one of those backends is gone.
+    pids = [row[0] for row in killed]
+    for _ in range(200):
+        if not sql(pg_dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", pids):
+            break
+        time.sleep(0.02)
     statuses = [api.get(f"/flows/{flow_name}").status_code for _ in range(12)]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) <= 1, statuses

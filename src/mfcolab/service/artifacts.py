@@ -6,30 +6,25 @@ is that of the artifact called "name", which every attempt writes (the upstream 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from . import sql
-from .clock import now_ms
 from .database import db
-from .http import ApiError, endpoint, json_text, not_found
+from .http import endpoint, json_text, not_found
 from .inputs import (
     Key,
-    as_list,
     attempt_id,
     attempt_number,
-    body_text,
     list_item,
     opt_text,
-    parse_json,
     path_text,
     run_key,
     task_key,
     text_list,
 )
-from .metadata import NOT_REGISTERED
+from .metadata import post_task_list
 
 _TEXT_FIELDS = ("name", "location", "ds_type", "sha", "type", "content_type", "user_name")
 
@@ -48,18 +43,7 @@ def check_artifacts(items: list[Any]) -> None:
 
 @endpoint
 async def create_artifacts(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
-    step_name = path_text(request.match_info, "step_name")
-    task = task_key(request.match_info["task_id"])
-    text = body_text(await request.read())
-    check_artifacts(as_list(parse_json(text)))
-    row = await db(request).fetchrow(
-        sql.CREATE_ARTIFACTS.get(run, task), flow_id, run.value, step_name, task.value, now_ms(), text
-    )
-    if row is None or row[0] == 0:
-        raise ApiError(400, NOT_REGISTERED)
-    return json_text(json.dumps({"artifacts_created": row[1]}))
+    return await post_task_list(request, sql.CREATE_ARTIFACTS, check_artifacts, "artifacts_created")
 
 
 def _task_path(request: web.Request) -> tuple[str, Key, str, Key]:

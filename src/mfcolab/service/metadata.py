@@ -9,6 +9,7 @@ again (the client re-sends system metadata on each attempt): rows are never merg
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from aiohttp import web
 from . import sql
 from .clock import now_ms
 from .database import db
+from .sql import Keyed
 from .http import ApiError, endpoint, json_text
 from .inputs import (
     as_list,
@@ -48,20 +50,25 @@ def check_metadata(items: list[Any]) -> None:
         text_list(item, "system_tags")
 
 
-@endpoint
-async def create_metadata(request: web.Request) -> web.Response:
+async def post_task_list(request: web.Request, statement: Keyed, check: Callable[[list[Any]], None],
+                         counted: str) -> web.Response:
+    """POST of a list of rows for one task (metadata or artifacts): one statement resolves the
+    task and inserts the rows, skipping duplicates; an unknown task is a 400, as upstream."""
     flow_id = path_text(request.match_info, "flow_id")
     run = run_key(request.match_info["run_number"])
     step_name = path_text(request.match_info, "step_name")
     task = task_key(request.match_info["task_id"])
     text = body_text(await request.read())
-    check_metadata(as_list(parse_json(text)))
-    row = await db(request).fetchrow(
-        sql.CREATE_METADATA.get(run, task), flow_id, run.value, step_name, task.value, now_ms(), text
-    )
+    check(as_list(parse_json(text)))
+    row = await db(request).fetchrow(statement.get(run, task), flow_id, run.value, step_name, task.value, now_ms(), text)
     if row is None or row[0] == 0:
         raise ApiError(400, NOT_REGISTERED)
-    return json_text(json.dumps({"metadata_created": row[1]}))
+    return json_text(json.dumps({counted: row[1]}))
+
+
+@endpoint
+async def create_metadata(request: web.Request) -> web.Response:
+    return await post_task_list(request, sql.CREATE_METADATA, check_metadata, "metadata_created")
 
 
 @endpoint
