@@ -11,6 +11,9 @@ from helpers import make_settings, start_postgres
 from mfcolab import schema
 from mfcolab.postgres import Postgres
 
+# Fixtures defined beside their helpers, shared by every test module that names them.
+pytest_plugins = ["registry.fixtures", "internet_helpers"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,16 +20,12 @@ import aiohttp
 import pytest
 import requests
 from helpers import free_port, wait_until
-from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
+from registry.fixtures import (
     BUSYBOX,
     PYWEB,
     BuiltImages,
-    built_images,
-    registry,
-    registry_server,
     service_pids,
     start_healthy,
-    udocker,
 )
 from registry.server import Registry
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 
@@ -124,7 +122,6 @@ def test_lifecycle_survives_the_callers_process_group_dying(tmp_path: Path) -> N
     stack = Stack(tmp_path, free_port(), free_port())
     stack.up()
     try:
-        status = stack.status()
         own_group = os.getpgrp()
         for pid in stack_pids(stack):
             assert os.getpgid(pid) != own_group

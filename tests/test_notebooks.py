@@ -12,7 +12,7 @@ import requests
 
 from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
-from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
+from internet_helpers import CLOUDFLARED, Internet
 from stack_helpers import Stack, mfcolab
 
 papermill = pytest.importorskip("papermill")

@@ -15,13 +15,10 @@ import pytest
 import requests
 from aiohttp import web
 from helpers import free_port, make_settings
-from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
+from registry.fixtures import (
     INDEX_HTML,
     MAIN_JS,
     PYWEB,
-    built_images,
-    registry,
-    registry_server,
     start_healthy,
     system_proot,
 )

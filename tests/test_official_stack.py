@@ -22,13 +22,10 @@ import aiohttp
 import pytest
 import requests
 from helpers import free_port, wait_until
-from registry.fixtures import (  # noqa: F401  (pytest fixtures, used by name)
+from registry.fixtures import (
     INDEX_HTML,
     MAIN_JS,
     PYWEB,
-    built_images,
-    registry,
-    registry_server,
     system_proot,
 )
 from registry.server import Registry

@@ -125,7 +125,23 @@ def test_diagnose_other_failures_and_a_healthy_log() -> None:
 # ---- the component against the stand-in ------------------------------------------------------------
 
 
-class Origin:
+class ServedInThread:
+    """A ThreadingHTTPServer on a free 127.0.0.1 port, served from a daemon thread until close()."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> int:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class Origin(ServedInThread):
     """The front door's place: answers /healthz with `status`."""
 
     def __init__(self) -> None:
@@ -143,16 +159,7 @@ class Origin:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.port = self.serve(Handler)
 
 
 @pytest.fixture
@@ -355,7 +362,7 @@ PAYLOAD = os.urandom(700 * 1024)  # several chunks, so a cut lands mid-body
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class FileServer:
+class FileServer(ServedInThread):
     """Serves PAYLOAD: /ok (honours Range), /cut (first answer stops halfway), /cut-norange (and
     then ignores Range), /busy (first answer 503), anything else 404. Records (path, Range) per request."""
 
@@ -400,16 +407,7 @@ class FileServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.base = f"http://127.0.0.1:{self.serve(Handler)}"
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import requests
 
 from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
-from internet_helpers import CLOUDFLARED, Internet, internet  # noqa: F401 (the fixture)
+from internet_helpers import CLOUDFLARED, Internet
 from mfcolab.relay import STATUS_PATH
 from mfcolab.tunnel import RATE_LIMITED
 from stack_helpers import FLOWS, Stack, mfcolab, run_id_from
