@@ -61,7 +61,11 @@ def _run_id_of_running_flow(stack: Stack, flow: str) -> str:
 
     def holding() -> bool:
         facts = stack.client(f"""
-            run = Flow("{flow}").latest_run
+            from metaflow.exception import MetaflowNotFound
+            try:
+                run = Flow("{flow}").latest_run
+            except MetaflowNotFound:  # the flow process has not registered the flow yet
+                run = None
             result = dict(id=run.id, steps=sorted(s.id for s in run)) if run else None
         """)
         if facts and "hold" in facts["steps"]:
