@@ -177,6 +177,14 @@ class Phase:
     def cpu_per_request_us(self, who: str) -> float:
         return 10_000.0 * self.cpu[who] * self.seconds / max(self.requests, 1)
 
+    @classmethod
+    def combined(cls, slices: list[Phase]) -> Phase:
+        """The slices of one engine at one thread count, as one phase (CPU weighted by time)."""
+        seconds = sum(p.seconds for p in slices)
+        cpu = {who: sum(p.cpu[who] * p.seconds for p in slices) / seconds for who in slices[0].cpu}
+        return cls(slices[0].name, slices[0].threads, sum(p.requests for p in slices), seconds,
+                   [lat for p in slices for lat in p.latencies], cpu, sum(p.errors for p in slices))
+
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return 1000.0 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -368,11 +376,11 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 # --- report -----------------------------------------------------------------------------------
 
-def report(pairs: list[tuple[Phase, Phase | None]]) -> None:
+def report(pairs: list[tuple[Phase, Phase | None, list[float]]]) -> None:
     print()
     print(f"{'threads':>7} {'engine':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'cpu loadgen':>11} {'cpu service':>11} {'cpu pg':>7} {'svc us/req':>10} {'pg us/req':>9} {'errors':>6}")
-    for service, raw in pairs:
+    for service, raw, _ in pairs:
         for phase in (service, raw):
             if phase is None:
                 continue
@@ -382,24 +390,35 @@ def report(pairs: list[tuple[Phase, Phase | None]]) -> None:
                   f"{cpu['postgres']:>6.0f}% {phase.cpu_per_request_us('service'):>10.0f} "
                   f"{phase.cpu_per_request_us('postgres'):>9.0f} {phase.errors:>6}")
     print()
-    for service, raw in pairs:
+    for service, raw, ratios in pairs:
         line = f"{service.threads:>2} threads: service {service.rate:.0f} req/s ({service.rate / 4:.0f} tasks/s)"
         if raw is not None:
             line += (f", psycopg2 {raw.rate:.0f} req/s ({raw.rate / 4:.0f} groups/s),"
-                     f" service/psycopg2 = {service.rate / raw.rate:.2f}")
+                     f" service/psycopg2 = {service.rate / raw.rate:.2f}"
+                     f" (rounds {min(ratios):.2f} to {max(ratios):.2f})")
         print(line)
     print("(cpu: percent of one core over the phase; this box has", os.cpu_count(), "cores)")
 
 
 def bench(url: str, key: str | None, dsn: str | None, probe: CpuProbe, seconds: float,
-          thread_counts: list[int]) -> list[tuple[Phase, Phase | None]]:
+          thread_counts: list[int], rounds: int) -> list[tuple[Phase, Phase | None, list[float]]]:
+    """Per thread count, `rounds` slices of each engine, alternating (service first, then raw
+    first, ...), so both see the same background: checkpoints, autovacuum, the mirror's bases."""
     run = prepare_run(url, key)
     service_phase(url, key, run, max(thread_counts), 1.0, probe)  # warm-up: connections, statements
     pairs = []
     for threads in thread_counts:
-        service = service_phase(url, key, run, threads, seconds, probe)
-        raw = psycopg2_phase(dsn, run, threads, seconds, probe) if dsn else None
-        pairs.append((service, raw))
+        services: list[Phase] = []
+        raws: list[Phase] = []
+        for round_number in range(rounds):
+            order = ("service", "raw") if round_number % 2 == 0 else ("raw", "service")
+            for engine in order:
+                if engine == "service":
+                    services.append(service_phase(url, key, run, threads, seconds / rounds, probe))
+                elif dsn:
+                    raws.append(psycopg2_phase(dsn, run, threads, seconds / rounds, probe))
+        ratios = [s.rate / r.rate for s, r in zip(services, raws)]
+        pairs.append((Phase.combined(services), Phase.combined(raws) if raws else None, ratios))
     return pairs
 
 
@@ -411,7 +430,8 @@ def main() -> None:
     parser.add_argument("--dsn", help="Postgres DSN for the raw psycopg2 comparison")
     parser.add_argument("--service-pid", type=int, help="pid of the process serving the service (CPU share)")
     parser.add_argument("--pg-pid", type=int, help="pid of the Postgres postmaster (CPU share)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
+    parser.add_argument("--seconds", type=float, default=12.0, help="time per engine and thread count")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating slices the time is cut into")
     parser.add_argument("--threads", default="1,16", help="comma-separated client thread counts")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -419,11 +439,11 @@ def main() -> None:
     thread_counts = [int(n) for n in args.threads.split(",")]
     if args.url:
         probe = CpuProbe(args.service_pid, args.pg_pid)
-        pairs = bench(args.url, args.key, args.dsn, probe, args.seconds, thread_counts)
+        pairs = bench(args.url, args.key, args.dsn, probe, args.seconds, thread_counts, args.rounds)
     else:
         with RealStack() as stack:
             probe = CpuProbe(stack.pids["web"], stack.pids["postgres"])
-            pairs = bench(stack.url, stack.key, stack.dsn, probe, args.seconds, thread_counts)
+            pairs = bench(stack.url, stack.key, stack.dsn, probe, args.seconds, thread_counts, args.rounds)
     report(pairs)
     if args.json:
         args.json.write_text(json.dumps([
@@ -431,7 +451,7 @@ def main() -> None:
              "p99_ms": p.percentile(0.99), "cpu_percent": p.cpu, "errors": p.errors,
              "service_cpu_us_per_request": p.cpu_per_request_us("service"),
              "postgres_cpu_us_per_request": p.cpu_per_request_us("postgres")}
-            for pair in pairs for p in pair if p is not None
+            for service, raw, _ in pairs for p in (service, raw) if p is not None
         ], indent=2))
 
 

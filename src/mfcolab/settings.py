@@ -48,6 +48,7 @@ ENV_NAMES = {
     "registry": "MFCOLAB_REGISTRY",
     "proot": "MFCOLAB_PROOT",
     "official_image": "MFCOLAB_OFFICIAL_IMAGE",
+    "access_log": "MFCOLAB_ACCESS_LOG",
 }
 
 
@@ -71,6 +72,7 @@ class Settings:
     registry: str = ""  # image registry override for udocker pulls
     proot: str = ""  # system proot for udocker (machines without udocker's tools download)
     official_image: str = ""  # the official engine/UI image; empty: the pinned one in official.py
+    access_log: bool = False  # one line per request in the web log (costs more CPU than a small request)
 
     @classmethod
     def resolve(cls, **given: Any) -> Settings:

@@ -113,10 +113,10 @@ def _inherited_env() -> dict[str, str]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One line per request costs more CPU than serving a small request; MFCOLAB_ACCESS_LOG=1 turns it on.
-    if os.environ.get("MFCOLAB_ACCESS_LOG") != "1":
+    settings = Settings.resolve()
+    if not settings.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    serve(Settings.resolve())
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ their own tags, because the client finds each row's attempt in them (`attempt_id
 
 Positional parameters are fixed across statements: $1 flow_id, $2 run key, $3 step_name,
 $4 task key. `RUN(x)` and `TASK(x)` in a template become the predicate on alias `x` for a
-numeric or a string key; `Keyed.get` picks the variant.
+numeric or a string key; `Keyed.get` picks the variant. `TASK_ROW(t)` is the whole lookup of
+one tasks_v3 row by its path.
+
+Every statement is prepared once per connection and soon runs on a generic plan, planned from
+whatever statistics a young, fast-growing database has. A task found by its numeric id must use
+tasks_v3's primary key: the other indexes on (flow_id, run, step_name, ...) also match, and
+with stale statistics (or task_name always NULL) the planner may take one of them and then
+read every task of the step, per request. So for a numeric task the path check is wrapped in
+`IS TRUE`, which no index can serve, and task_id is the only indexable condition left.
 """
 
 from __future__ import annotations
@@ -17,15 +25,23 @@ import re
 
 from .inputs import Key
 
-_TOKEN = re.compile(r"(RUN|TASK)\((\w+)\)")
+_TOKEN = re.compile(r"(RUN|TASK_ROW|TASK)\((\w+)\)")
 
 
 def _expand(template: str, run_numeric: bool, task_numeric: bool) -> str:
+    def run(alias: str) -> str:
+        return f"{alias}.run_number = $2" if run_numeric else f"{alias}.run_id = $2"
+
     def predicate(match: re.Match[str]) -> str:
         kind, alias = match.group(1), match.group(2)
         if kind == "RUN":
-            return f"{alias}.run_number = $2" if run_numeric else f"{alias}.run_id = $2"
-        return f"{alias}.task_id = $4" if task_numeric else f"{alias}.task_name = $4"
+            return run(alias)
+        if kind == "TASK":
+            return f"{alias}.task_id = $4" if task_numeric else f"{alias}.task_name = $4"
+        path = f"{alias}.flow_id = $1 AND {run(alias)} AND {alias}.step_name = $3"
+        if task_numeric:
+            return f"{alias}.task_id = $4 AND ({path}) IS TRUE"
+        return f"{path} AND {alias}.task_name = $4"
 
     return _TOKEN.sub(predicate, template)
 
@@ -149,7 +165,7 @@ LIST_TASKS = Keyed(
 )
 GET_TASK = Keyed(
     f"SELECT {TASK_JSON}::text FROM tasks_v3 t " + _RUN_OF.format(a="t")
-    + " WHERE t.flow_id = $1 AND RUN(t) AND t.step_name = $3 AND TASK(t)"
+    + " WHERE TASK_ROW(t)"
 )
 # One statement: find the step and its run, insert the task, and (for a heartbeat-capable
 # client, $8 true) bump the run's heartbeat at most once per second. No row back: no step.
@@ -171,7 +187,7 @@ CREATE_TASK = Keyed(
     f" SELECT {TASK_JSON}::text FROM ins t, parent r"
 )
 TASK_HEARTBEAT = Keyed(
-    "UPDATE tasks_v3 t SET last_heartbeat_ts = $5 WHERE t.flow_id = $1 AND RUN(t) AND t.step_name = $3 AND TASK(t)"
+    "UPDATE tasks_v3 t SET last_heartbeat_ts = $5 WHERE TASK_ROW(t)"
     " AND (t.last_heartbeat_ts IS NULL OR t.last_heartbeat_ts <= $5::bigint - $6::bigint)"
 )
 FILTERED_TASKS = Keyed(
@@ -188,7 +204,7 @@ FILTERED_TASKS = Keyed(
 # The task is resolved inside the statement; `found` = 0 tells the caller it does not exist.
 _TASK_ROW = (
     "WITH t AS (SELECT t.flow_id, t.run_number, t.run_id, t.step_name, t.task_id, t.task_name"
-    " FROM tasks_v3 t WHERE t.flow_id = $1 AND RUN(t) AND t.step_name = $3 AND TASK(t)),"
+    " FROM tasks_v3 t WHERE TASK_ROW(t)),"
 )
 # The list goes to Postgres as the request's own JSON text ($6), checked beforehand by the
 # service: one parameter instead of one array per column.
