@@ -46,9 +46,9 @@ class Stack:
     def folder_args(self) -> list[str]:
         return ["--root", str(self.root), "--local", str(self.local)]
 
-    def up(self, *more: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def up(self, *more: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return mfcolab("up", *self.folder_args(), "--port", str(self.port), "--pg-port", str(self.pg_port),
-                       "--no-tunnel", *self.extra, *more, check=check)
+                       "--no-tunnel", *self.extra, *more, check=check, env=env)
 
     def down(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return mfcolab("down", *self.folder_args(), check=check)

@@ -51,9 +51,14 @@ def test_lifecycle_up_twice_status_and_down_leaves_nothing(tmp_path: Path) -> No
     assert not stack.status()["running"]
     assert mfcolab("status", *stack.folder_args(), check=False).returncode == 3
 
-    stack.up()  # warm start: the same key, the same data
+    # warm start: the same key, the same data; this time with a line per request in the web log
+    stack.up(env={**os.environ, "MFCOLAB_ACCESS_LOG": "1"})
     assert stack.key == key_before
+    assert requests.get(stack.url + "/metadata/ping", headers={"x-api-key": stack.key}, timeout=10).status_code == 200
     stack.down()
+    web_log = (stack.local / "logs" / "web.log").read_text()
+    assert '"GET /metadata/ping HTTP/1.1" 200' in web_log
+    assert stack.key not in web_log
 
 
 def test_lifecycle_busy_port_is_one_clear_line(tmp_path: Path) -> None:
