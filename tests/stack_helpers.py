@@ -30,10 +30,11 @@ class Stack:
     port: int
     pg_port: int
     extra: list[str] = field(default_factory=list)
+    shared_root: Path | None = None  # another stack's root folder, instead of one of its own
 
     @property
     def root(self) -> Path:
-        return self.tmp / "root"
+        return self.shared_root or self.tmp / "root"
 
     @property
     def local(self) -> Path:

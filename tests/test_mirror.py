@@ -278,10 +278,11 @@ def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> Non
     assert {what for what, _who in refusals[1:]} <= {"fchmod"}
     assert {who for _what, who in refusals[1:]} <= {"rsync"}
     # rsync ran under the shim and put the pieces in place by renaming each finished file;
-    # the manifest is the one file the mirror renames itself.
+    # the manifest and the writer's claim are the files the mirror renames itself.
     placed = {(who, Path(path).name.endswith(".gz")) for what, who, path in lines if what == "renamed-file"}
     assert ("rsync", True) in placed
-    assert {Path(path).name for what, who, path in lines if what == "renamed-file" and who != "rsync"} == {snapshots.MANIFEST}
+    mirror_renamed = {Path(path).name for what, who, path in lines if what == "renamed-file" and who != "rsync"}
+    assert mirror_renamed == {snapshots.MANIFEST, snapshots.WRITER_CLAIM}
     assert links_in(settings.root) == []
     shutil.rmtree(settings.local)
     restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"

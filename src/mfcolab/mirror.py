@@ -33,6 +33,7 @@ from .errors import MfcolabError, SnapshotError
 from .settings import Settings
 from .snapshots import Generation, Manifest, WalRange
 from .transport import Outbox, Transport
+from .writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Mirror:
         self._transport = Transport()  # MissingBinaryError without rsync
         self._outbox = Outbox(snapshots.outbox_dir(settings), settings.snapshots_dir)
         self._bases = BaseBackups(settings)
+        self._writer = Writer(settings)
         self._state = "idle"
         self._reason = ""
         self._failures = 0
@@ -344,6 +346,8 @@ class Mirror:
     def _commit(self, cycle: Cycle, report: ShipReport) -> None:
         """Ship the outbox, then write the manifest that names it (trimmed to the kept
         generations), then delete what shipped. A failure anywhere leaves the old manifest."""
+        if self._outbox.files() or cycle.obsolete or not self._swept:
+            self._writer.ensure()  # this cycle writes to the root folder: only while it is ours
         shipped = self._transport.ship(self._outbox)
         report.files += shipped.files
         report.bytes += shipped.bytes

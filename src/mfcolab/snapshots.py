@@ -2,6 +2,7 @@
 
     <root>/snapshots/
       manifest.json                        which pieces form complete states (written last)
+      writer.json                          which stack ships here (`writer.py`)
       base/<generation>/base.tar.gz        pg_basebackup, tar format
       base/<generation>/pg_wal.tar.gz      the WAL that makes the base consistent
       base/<generation>/backup_manifest
@@ -38,6 +39,7 @@ from .settings import Settings
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+WRITER_CLAIM = "writer.json"
 GENERATION_RECORD = "generation.json"
 TEMP_MARK = ".tmp-"
 CHUNK = 1024 * 1024
@@ -55,6 +57,10 @@ def base_dir(settings: Settings, generation: str) -> Path:
 
 def wal_dir(settings: Settings, system_identifier: str) -> Path:
     return settings.snapshots_dir / "wal" / system_identifier
+
+
+def writer_claim_path(settings: Settings) -> Path:
+    return settings.snapshots_dir / WRITER_CLAIM
 
 
 def manifest_path(settings: Settings) -> Path:
