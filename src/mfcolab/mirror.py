@@ -7,7 +7,7 @@ the staged segments into a local outbox, adds a new base backup from time to tim
 the root folder (`transport.py`), then writes the manifest that names what arrived, and only
 then deletes what it shipped locally. A watchdog observer on the staging folder marks work to
 do; the loop ships at most every `snapshot_interval` seconds. An idle database writes nothing.
-Layout and the manifest: `snapshots.py`; restore: `restore.py`.
+Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import psycopg2
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import postgres, snapshots
+from . import postgres, retention, snapshots
 from .basebackup import BaseBackups
 from .errors import MfcolabError, SnapshotError
 from .settings import Settings
-from .snapshots import Generation, Manifest, WalRange
+from .snapshots import Manifest, WalRange
 from .transport import Outbox, Transport
 from .writer import Writer
 
@@ -351,7 +351,7 @@ class Mirror:
         shipped = self._transport.ship(self._outbox)
         report.files += shipped.files
         report.bytes += shipped.bytes
-        manifest, trimmed = _retained(cycle.manifest, self.settings.keep_generations)
+        manifest, trimmed = retention.retained(cycle.manifest, self.settings.keep_generations)
         if shipped.files or trimmed:
             report.bytes += snapshots.save_manifest(self.settings, manifest)
             report.files += 1
@@ -363,7 +363,7 @@ class Mirror:
             self._bases.clear_staging()
             shutil.rmtree(snapshots.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
         if trimmed or cycle.generation is not None or not self._swept:
-            self._sweep(manifest)
+            retention.sweep(self.settings.snapshots_dir, manifest)
             self._swept = True
 
     def _manifest_or_load(self) -> Manifest:
@@ -494,24 +494,6 @@ class Mirror:
 
     # --- retention -----------------------------------------------------------------------
 
-    def _sweep(self, manifest: Manifest) -> None:
-        """Delete what no kept generation needs. Base folders newer than the newest known
-        generation are left alone (a base shipped just before a crash, named later)."""
-        newest = manifest.newest()
-        if newest is None:
-            return
-        kept = {g.id for g in manifest.generations}
-        bases = self.settings.snapshots_dir / "base"
-        for folder in sorted(bases.iterdir()) if bases.is_dir() else []:
-            if folder.name not in kept and folder.name < newest.id:
-                _remove_folder(folder)
-        wal_root = self.settings.snapshots_dir / "wal"
-        for folder in sorted(wal_root.iterdir()) if wal_root.is_dir() else []:
-            ranges = [r for r in manifest.wal if r.system_identifier == folder.name]
-            for name in os.listdir(folder):
-                if not _wal_piece_needed(name, ranges):
-                    (folder / name).unlink(missing_ok=True)
-
     # --- clean stop ----------------------------------------------------------------------
 
     def _plan_tail(self, cycle: Cycle, report: ShipReport) -> None:
@@ -575,50 +557,3 @@ def _before_newest_base(manifest: Manifest, facts: LiveFacts, timeline: int, seg
         g.system_identifier == facts.system_identifier and g.timeline == timeline and segno < g.start_segment
         for g in manifest.generations
     )
-
-
-def _retained(manifest: Manifest, keep_count: int) -> tuple[Manifest, bool]:
-    """The manifest with only the newest `keep_count` generations and the WAL they need;
-    True if that dropped anything."""
-    keep = manifest.generations[-keep_count:]
-    if len(keep) == len(manifest.generations) and all(_needed(r, keep) for r in manifest.wal):
-        return manifest, False
-    trimmed = manifest.copy()
-    trimmed.generations = trimmed.generations[-keep_count:]
-    trimmed.wal = [r for r in trimmed.wal if _needed(r, trimmed.generations)]
-    for wal_range in trimmed.wal:
-        wal_range.first = min(g.start_segment for g in trimmed.generations if wal_range.covers_start(g))
-    return trimmed, True
-
-
-def _needed(wal_range: WalRange, keep: list[Generation]) -> bool:
-    return any(wal_range.covers_start(g) for g in keep)
-
-
-def _wal_piece_needed(name: str, ranges: list[WalRange]) -> bool:
-    if snapshots.is_temp(name):
-        return False
-    if name.endswith(".history.gz"):
-        return True
-    segment = name.split(".", 1)[0]
-    if not snapshots.is_segment(segment) or not ranges:
-        return bool(ranges)
-    for wal_range in ranges:
-        timeline, segno = snapshots.parse_segment(segment, wal_range.segment_size)
-        if timeline != wal_range.timeline:
-            continue
-        if name.endswith(".partial.gz"):
-            if wal_range.partial == segno:
-                return True
-        elif wal_range.first <= segno <= wal_range.last:
-            return True
-    return False
-
-
-def _remove_folder(folder: Path) -> None:
-    for name in os.listdir(folder):
-        (folder / name).unlink(missing_ok=True)
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
