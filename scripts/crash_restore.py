@@ -58,6 +58,7 @@ from stack_helpers import Stack  # noqa: E402
 
 from mfcolab import snapshots  # noqa: E402
 from mfcolab.postgres import DB_USER, run_pg_tool  # noqa: E402
+from mfcolab.process import descendants, find_processes, pid_alive  # noqa: E402
 
 KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
 LOSS_TARGET_SECONDS = 10.0
@@ -162,29 +163,9 @@ class Reader:
 
 # --- killing the stack -----------------------------------------------------------------------------
 
-def _ppid_map() -> dict[int, int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    return parents
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    parents = _ppid_map()
-    found = set(r for r in roots if r in parents)
-    grew = True
-    while grew:
-        grew = False
-        for pid, parent in parents.items():
-            if parent in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found
+def _tree(roots: set[int]) -> set[int]:
+    """The live roots and everything below them."""
+    return {p for p in roots if pid_alive(p)} | descendants(roots)
 
 
 def _pgid(pid: int) -> int | None:
@@ -192,14 +173,6 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
 
 
 def stack_processes(stack: Stack) -> set[int]:
@@ -213,7 +186,7 @@ def stack_processes(stack: Stack) -> set[int]:
 def kill_everything(pids: set[int]) -> set[str]:
     """SIGSTOP every process group of the stack (and every descendant), then SIGKILL them: the
     whole stack dies at one instant. Returns the names of the processes that were hit."""
-    targets = _descendants(pids)
+    targets = _tree(pids)
     groups = {g for g in (_pgid(p) for p in targets) if g is not None and g != os.getpgrp()}
     names: set[str] = set()
     for sig in (signal.SIGSTOP, signal.SIGKILL):
@@ -228,11 +201,11 @@ def kill_everything(pids: set[int]) -> set[str]:
             except ProcessLookupError:
                 pass
         if sig == signal.SIGSTOP:
-            names = _names(_descendants(pids) | targets)  # all frozen: what was running at the kill
+            names = _names(_tree(pids) | targets)  # all frozen: what was running at the kill
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in targets) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in targets) and time.monotonic() < deadline:
         time.sleep(0.02)
-    survivors = [p for p in targets if _alive(p)]
+    survivors = [p for p in targets if pid_alive(p)]
     if survivors:
         raise AssertionError(f"processes survived SIGKILL: {survivors}")
     return names
@@ -251,17 +224,7 @@ def _names(pids: set[int]) -> set[str]:
 def processes_using(folder: Path) -> list[int]:
     """Live processes whose command line or environment names `folder`."""
     needle = str(folder).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/cmdline").read_bytes() + Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in text and _alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return find_processes(lambda cmdline, environ: needle in cmdline or needle in environ)
 
 
 # --- when to kill -----------------------------------------------------------------------------------
@@ -274,7 +237,7 @@ def _temp_file_in(folder: Path) -> bool:
 
 
 def _basebackup_running(pids: set[int]) -> bool:
-    for pid in _descendants(pids):
+    for pid in _tree(pids):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "pg_basebackup":
                 return True

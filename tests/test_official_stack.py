@@ -34,6 +34,7 @@ from stack_helpers import Stack, mfcolab
 from mfcolab.auth import COOKIE
 from mfcolab.component import port_is_free
 from mfcolab.containers import container_processes
+from mfcolab.process import find_processes
 
 pytestmark = pytest.mark.slow
 
@@ -69,17 +70,12 @@ def stack_processes(stack: Stack) -> list[str]:
     ROOT, Postgres' data folder, the supervisor's and web process' settings), as "pid: command"."""
     marker = str(stack.local).encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in find_processes(lambda cmdline, environ: marker in cmdline or marker in environ):
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
         except OSError:
-            continue
-        if marker in cmdline or marker in environ:
-            command = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
-            found.append(f"{entry.name}: {command}")
+            continue  # ended meanwhile
+        found.append(f"{pid}: {command}")
     return found
 
 

@@ -12,9 +12,10 @@ import pytest
 from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in, wait_for
 
 from helpers import make_settings
-from mfcolab import snapshots, transport
+from mfcolab import snapshots
 from mfcolab.errors import MissingBinaryError, SnapshotError
 from mfcolab.mirror import Mirror
+from mfcolab.process import descendants
 from mfcolab.transport import Outbox, Rsync, Transport
 
 REAL_RSYNC = shutil.which("rsync")
@@ -116,7 +117,7 @@ def test_transport_abort_kills_rsync_and_its_leftover_is_a_temp_file(tmp_path: P
     folder = outbox.dest / "wal" / "42"
     wait_for(lambda: folder.is_dir() and any(n.startswith(".") for n in os.listdir(folder)), 60, "rsync to start the file")
     assert sender._process is not None
-    pids = [sender._process.pid, *transport._descendants(sender._process.pid)]
+    pids = [sender._process.pid, *descendants([sender._process.pid])]
     assert len(pids) >= 2  # rsync forks its receiver
     sender.abort()
     thread.join(60)

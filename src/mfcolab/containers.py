@@ -43,7 +43,7 @@ from typing import Any
 
 from .component import ProcessComponent, port_answers, require_free_port
 from .errors import ContainerError, MissingBinaryError
-from .process import ManagedProcess, pid_alive
+from .process import ManagedProcess, find_processes, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -599,19 +599,7 @@ def container_processes(container_dir: Path) -> list[int]:
     or a killed udocker process left behind.
     """
     marker = str(container_dir.resolve()).encode()
-    own = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == own:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline or b"container_root=" + marker in environ:
-            found.append(int(entry.name))
-    return found
+    return find_processes(lambda cmdline, environ: marker in cmdline or b"container_root=" + marker in environ)
 
 
 def kill_container_processes(container_dir: Path, timeout: float = 5.0) -> list[int]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import snapshots
 from .errors import MissingBinaryError, SnapshotError
+from .process import descendants
 
 log = logging.getLogger(__name__)
 
@@ -235,29 +236,11 @@ def _sync_file(path: Path) -> None:
 
 
 def _kill_tree(pid: int) -> None:
-    for target in [*_descendants(pid), pid]:
+    for target in [*descendants([pid]), pid]:
         try:
             os.kill(target, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(text[text.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _c_locale() -> dict[str, str]:
