@@ -8,6 +8,8 @@ fits its column. A refusal is an `ApiError` with a message naming the offending 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +83,54 @@ def attempt_number(raw: str) -> int:
     return number if number <= SMALLINT_MAX else MISSING_NUMBER
 
 
-def path_text(request_match: dict[str, str], name: str) -> str:
+def path_text(request_match: Mapping[str, str], name: str) -> str:
     return check_text(request_match[name], name)
+
+
+@dataclass(frozen=True, slots=True)
+class PathIds:
+    """The objects a route's path names, checked. Every statement takes them, as far as the path
+    goes, as its first parameters: $1 flow_id, $2 run key, $3 step_name, $4 task key."""
+
+    flow_id: str
+    run: Key | None = None
+    step_name: str | None = None
+    task: Key | None = None
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        values: list[Any] = [self.flow_id]
+        if self.run is not None:
+            values.append(self.run.value)
+        if self.step_name is not None:
+            values.append(self.step_name)
+        if self.task is not None:
+            values.append(self.task.value)
+        return tuple(values)
+
+    @property
+    def parent(self) -> PathIds:
+        """The object one level up (a task's step, a step's run, a run's flow)."""
+        if self.task is not None:
+            return dataclasses.replace(self, task=None)
+        if self.step_name is not None:
+            return dataclasses.replace(self, step_name=None)
+        return dataclasses.replace(self, run=None)
+
+    def __str__(self) -> str:
+        """For messages: "step S of run R of flow F", as deep as the path goes."""
+        named = [("task", self.task.value if self.task else None), ("step", self.step_name),
+                 ("run", self.run.value if self.run else None), ("flow", self.flow_id)]
+        return " of ".join(f"{kind} {value}" for kind, value in named if value is not None)
+
+
+def path_ids(match: Mapping[str, str]) -> PathIds:
+    return PathIds(
+        path_text(match, "flow_id"),
+        run_key(match["run_number"]) if "run_number" in match else None,
+        path_text(match, "step_name") if "step_name" in match else None,
+        task_key(match["task_id"]) if "task_id" in match else None,
+    )
 
 
 def _no_constant(name: str) -> Any:

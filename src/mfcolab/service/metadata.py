@@ -19,18 +19,7 @@ from .clock import now_ms
 from .database import db
 from .sql import Keyed
 from .http import ApiError, endpoint, json_text
-from .inputs import (
-    as_list,
-    body_text,
-    check_value,
-    list_item,
-    opt_text,
-    parse_json,
-    path_text,
-    run_key,
-    task_key,
-    text_list,
-)
+from .inputs import as_list, body_text, check_value, list_item, opt_text, parse_json, path_ids, text_list
 
 NOT_REGISTERED = "need to register run_id and task_id first"
 
@@ -54,13 +43,10 @@ async def post_task_list(request: web.Request, statement: Keyed, check: Callable
                          counted: str) -> web.Response:
     """POST of a list of rows for one task (metadata or artifacts): one statement resolves the
     task and inserts the rows, skipping duplicates; an unknown task is a 400, as upstream."""
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
-    step_name = path_text(request.match_info, "step_name")
-    task = task_key(request.match_info["task_id"])
+    ids = path_ids(request.match_info)
     text = body_text(await request.read())
     check(as_list(parse_json(text)))
-    row = await db(request).fetchrow(statement.get(run, task), flow_id, run.value, step_name, task.value, now_ms(), text)
+    row = await db(request).fetchrow(statement.get(ids.run, ids.task), *ids.params, now_ms(), text)
     if row is None or row[0] == 0:
         raise ApiError(400, NOT_REGISTERED)
     return json_text(json.dumps({counted: row[1]}))
@@ -73,16 +59,12 @@ async def create_metadata(request: web.Request) -> web.Response:
 
 @endpoint
 async def task_metadata(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
-    step_name = path_text(request.match_info, "step_name")
-    task = task_key(request.match_info["task_id"])
-    text = await db(request).fetchval(sql.TASK_METADATA.get(run, task), flow_id, run.value, step_name, task.value)
+    ids = path_ids(request.match_info)
+    text = await db(request).fetchval(sql.TASK_METADATA.get(ids.run, ids.task), *ids.params)
     return json_text(text)
 
 
 @endpoint
 async def run_metadata(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
-    return json_text(await db(request).fetchval(sql.RUN_METADATA.get(run), flow_id, run.value))
+    ids = path_ids(request.match_info)
+    return json_text(await db(request).fetchval(sql.RUN_METADATA.get(ids.run), *ids.params))

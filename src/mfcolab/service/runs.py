@@ -12,7 +12,7 @@ from . import heartbeat, sql
 from .clock import now_ms, now_s
 from .database import db, updated_rows
 from .http import ApiError, endpoint, json_text, not_found
-from .inputs import as_object, check_name, is_number, opt_text, parse_json, path_text, run_key, tags_json, text_list
+from .inputs import as_object, check_name, is_number, opt_text, parse_json, path_ids, path_text, tags_json, text_list
 
 
 @endpoint
@@ -23,9 +23,8 @@ async def list_runs(request: web.Request) -> web.Response:
 
 @endpoint
 async def get_run(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
-    text = await db(request).fetchval(sql.GET_RUN.get(run), flow_id, run.value)
+    ids = path_ids(request.match_info)
+    text = await db(request).fetchval(sql.GET_RUN.get(ids.run), *ids.params)
     return not_found() if text is None else json_text(text)
 
 
@@ -65,9 +64,8 @@ async def create_run(request: web.Request) -> web.Response:
 
 @endpoint
 async def run_heartbeat(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
+    ids = path_ids(request.match_info)
     status = await db(request).execute(
-        sql.RUN_HEARTBEAT.get(run), flow_id, run.value, now_s(), heartbeat.WAIT_SECONDS
+        sql.RUN_HEARTBEAT.get(ids.run), *ids.params, now_s(), heartbeat.WAIT_SECONDS
     )
     return heartbeat.answer(updated_rows(status) > 0)

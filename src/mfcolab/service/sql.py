@@ -52,8 +52,8 @@ class Keyed:
     def __init__(self, template: str) -> None:
         self._variants = {(rn, tn): _expand(template, rn, tn) for rn in (True, False) for tn in (True, False)}
 
-    def get(self, run: Key, task: Key | None = None) -> str:
-        return self._variants[(run.numeric, task.numeric if task is not None else True)]
+    def get(self, run: Key | None, task: Key | None = None) -> str:
+        return self._variants[(run.numeric if run is not None else True, task.numeric if task is not None else True)]
 
 
 # --- JSON shapes (the upstream non-expanded serialization) -----------------------------------

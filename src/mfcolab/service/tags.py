@@ -15,7 +15,7 @@ from aiohttp import web
 from . import sql
 from .database import db
 from .http import ApiError, endpoint, json_text
-from .inputs import as_object, check_text, parse_json, path_text, run_key
+from .inputs import as_object, check_text, parse_json, path_ids
 
 
 def _tag_list(body: dict[str, Any], field: str) -> list[str]:
@@ -50,24 +50,23 @@ def next_tags(current: list[str], system: list[str], add: list[str], remove: lis
 
 @endpoint
 async def mutate_run_tags(request: web.Request) -> web.Response:
-    flow_id = path_text(request.match_info, "flow_id")
-    run = run_key(request.match_info["run_number"])
+    ids = path_ids(request.match_info)
     body = as_object(parse_json(await request.read()))
     add = _tag_list(body, "tags_to_add")
     remove = _tag_list(body, "tags_to_remove")
     try:
         async with db(request).pool.acquire() as conn:
             async with conn.transaction(isolation="serializable"):
-                row = await conn.fetchrow(sql.RUN_TAGS_FOR_UPDATE.get(run), flow_id, run.value)
+                row = await conn.fetchrow(sql.RUN_TAGS_FOR_UPDATE.get(ids.run), *ids.params)
                 if row is None:
-                    raise ApiError(404, f"run {run.value} of flow {flow_id} does not exist")
+                    raise ApiError(404, f"{ids} does not exist")
                 current, system = _stored_tags(row[1]), _stored_tags(row[2])
                 blocked = set(remove) & set(system)
                 if blocked:
                     raise ApiError(422, f"Cannot remove tags that are existing system tags {sorted(blocked)}")
                 tags = next_tags(current, system, add, remove)
                 if tags != current:
-                    await conn.execute(sql.SET_RUN_TAGS, flow_id, row[0], json.dumps(tags))
+                    await conn.execute(sql.SET_RUN_TAGS, ids.flow_id, row[0], json.dumps(tags))
     except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
         raise ApiError(409, "Conflicting concurrent tag mutation, please retry") from None
     return json_text(json.dumps({"tags": tags}))
