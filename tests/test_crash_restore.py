@@ -122,16 +122,23 @@ def test_crash_restore_flows_failed_and_mid_run_resume_after_a_restore(tmp_path:
         stack.down(check=False)
 
 
+def acknowledged_runs(stack: Stack, flow: str, count: int) -> crash.Writer:
+    """Metaflow's per-task write sequence through the front door until `count` runs were acknowledged
+    (or the writer failed); returns the stopped writer with its acknowledgements."""
+    writer = crash.Writer(stack.port, stack.key, flow)
+    writer.start()
+    wait_until(lambda: len(writer.acks) >= count or not writer.is_alive(), timeout=120, what=f"{count} acknowledged runs")
+    writer.stopping.set()
+    writer.join(60)
+    return writer
+
+
 def test_crash_restore_down_wipe_up_loses_nothing_and_status_shows_the_snapshot(tmp_path: Path) -> None:
     stack = Stack(tmp_path, free_port(), free_port())
     stack.up()
     try:
         # writes right up to `down`: the orderly stop ships them without waiting for the mirror's cycle
-        writer = crash.Writer(stack.port, stack.key, "OrderlyFlow")
-        writer.start()
-        wait_until(lambda: len(writer.acks) >= 20 or not writer.is_alive(), timeout=120, what="20 acknowledged runs")
-        writer.stopping.set()
-        writer.join(60)
+        writer = acknowledged_runs(stack, "OrderlyFlow", 20)
         assert len(writer.acks) >= 20, writer.error
         out = stack.run_flow("linear_flow.py", "run")
         run_id = run_id_from(out.stderr + out.stdout)
@@ -159,11 +166,7 @@ def test_crash_restore_restore_move_aside_keeps_the_current_database(tmp_path: P
     stack = Stack(tmp_path, free_port(), free_port())
     stack.up()
     try:
-        writer = crash.Writer(stack.port, stack.key, "AsideFlow")
-        writer.start()
-        wait_until(lambda: len(writer.acks) >= 5 or not writer.is_alive(), timeout=120, what="5 acknowledged runs")
-        writer.stopping.set()
-        writer.join(60)
+        writer = acknowledged_runs(stack, "AsideFlow", 5)
     finally:
         stack.down()
     assert len(writer.acks) >= 5, writer.error
@@ -194,11 +197,7 @@ def test_crash_restore_down_before_any_mirror_cycle_still_leaves_a_restorable_st
     stack = Stack(tmp_path, free_port(), free_port(), ["--snapshot-interval", "0"])
     stack.up()
     try:
-        writer = crash.Writer(stack.port, stack.key, "NoCycleFlow")
-        writer.start()
-        wait_until(lambda: len(writer.acks) >= 5 or not writer.is_alive(), timeout=120, what="5 acknowledged runs")
-        writer.stopping.set()
-        writer.join(60)
+        writer = acknowledged_runs(stack, "NoCycleFlow", 5)
         assert len(writer.acks) >= 5, writer.error
         assert not (stack.root / "snapshots" / "manifest.json").exists()
         stack.down()
