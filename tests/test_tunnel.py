@@ -197,11 +197,15 @@ class Tunnel:
     def metrics(self, path: str) -> requests.Response:
         return requests.get(f"http://127.0.0.1:{self.component.port}{path}", timeout=2)
 
-    def ready(self) -> bool:
+    def ready_status(self) -> int | None:
+        """/ready's status, or None while the metrics server is not listening yet."""
         try:
-            return self.metrics("/ready").status_code == 200
+            return self.metrics("/ready").status_code
         except requests.RequestException:
-            return False
+            return None
+
+    def ready(self) -> bool:
+        return self.ready_status() == 200
 
 
 @pytest.fixture
@@ -246,7 +250,9 @@ def test_ready_gates_health_and_publication(make_tunnel: Callable[..., Tunnel], 
     tunnel = make_tunnel(STANDIN_READY_FILE=str(ready_file))
     tunnel.component.start()
     wait_until(lambda: tunnel.component.current_url() is not None, timeout=20, what="the URL")
-    assert tunnel.metrics("/ready").status_code == 503
+    # cloudflared prints the URL before its metrics server listens
+    wait_until(lambda: tunnel.ready_status() is not None, timeout=20, what="the metrics server")
+    assert tunnel.ready_status() == 503
     assert not tunnel.component.healthy()
     assert tunnel.urls == []
     ready_file.touch()
