@@ -27,6 +27,7 @@ missing). Exit code 0 when no restore failed and no loss window exceeds --max-wi
 
     python scripts/crash_restore.py --trials 50
     python scripts/crash_restore.py --components --trials 50   # Postgres + mirror driven directly
+    python scripts/crash_restore.py --components --routine-bases --trials 50   # ... a new base always uploading
 """
 
 from __future__ import annotations
@@ -488,6 +489,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep root/local here (default: a temp folder, removed)")
     parser.add_argument("--components", action="store_true",
                         help="drive Postgres and a mirror process directly instead of `mfcolab up`")
+    parser.add_argument("--routine-bases", action="store_true",
+                        help="with --components: the mirror uploads a new base beside its cycles all the time")
     args = parser.parse_args()
     if args.components:
         return _component_trials(args)
@@ -529,7 +532,8 @@ def _component_trials(args: argparse.Namespace) -> int:
     results = []
     try:
         for trial in range(args.trials):
-            result = component_trial(settings, trial, rng, mid_ship=trial % 2 == 1, run_seconds=(args.min_run, args.max_run))
+            result = component_trial(settings, trial, rng, mid_ship=trial % 2 == 1, run_seconds=(args.min_run, args.max_run),
+                                     routine_bases=args.routine_bases)
             results.append(result)
             print(f"trial {trial:3d} {'ok' if result.restored else 'FAILED'} mid-ship={result.mid_ship} acked={result.acked} "
                   f"missing={result.missing} loss window={result.loss_window:.2f} s {result.error}", flush=True)

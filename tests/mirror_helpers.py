@@ -36,7 +36,10 @@ MIRROR_CHILD = """
 import logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 from mfcolab.settings import Settings
+from mfcolab import mirror as mirror_module
 from mfcolab.mirror import Mirror
+if sys.argv[2:] == ["routine-bases"]:  # a new base uploads beside the cycles all the time
+    mirror_module.BASE_MIN_WAL_BYTES, mirror_module.BASE_WAL_RATIO = 0, 0.0
 mirror = Mirror(Settings.resolve(), sys.argv[1])
 mirror.start()
 while True:
@@ -121,10 +124,12 @@ class Writer(threading.Thread):
 
 
 class ComponentStack:
-    """Postgres plus a mirror process, driven directly (the stand-in for `mfcolab up`)."""
+    """Postgres plus a mirror process, driven directly (the stand-in for `mfcolab up`).
+    `routine_bases`: the mirror uploads a new base beside its cycles whenever none is uploading."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, routine_bases: bool = False) -> None:
         self.settings = settings
+        self.routine_bases = routine_bases
         self.pg: Postgres | None = None
         self.mirror: subprocess.Popen[bytes] | None = None
 
@@ -136,7 +141,8 @@ class ComponentStack:
         schema.apply(self.pg.dsn)
         log = open(self.settings.local / "mirror.log", "ab")
         env = {**os.environ, **self.settings.to_env()}
-        self.mirror = subprocess.Popen([sys.executable, "-c", MIRROR_CHILD, self.pg.dsn], env=env, stdout=log,
+        argv = [sys.executable, "-c", MIRROR_CHILD, self.pg.dsn, *(["routine-bases"] if self.routine_bases else [])]
+        self.mirror = subprocess.Popen(argv, env=env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         return restored
 
@@ -208,9 +214,9 @@ def shipped_end_lsn(settings: Settings) -> int:
 
 
 def run_trial(settings: Settings, trial: int, rng: random.Random, mid_ship: bool,
-              run_seconds: tuple[float, float] = (2.0, 8.0)) -> TrialResult:
+              run_seconds: tuple[float, float] = (2.0, 8.0), routine_bases: bool = False) -> TrialResult:
     """One crash trial on `settings` (its root folder carries over from earlier trials)."""
-    stack = ComponentStack(settings)
+    stack = ComponentStack(settings, routine_bases)
     stack.up()
     writer = Writer(stack.dsn, f"CrashFlow{trial}")
     writer.start()
@@ -222,6 +228,9 @@ def run_trial(settings: Settings, trial: int, rng: random.Random, mid_ship: bool
     writer.join(30)
     shipped_end = shipped_end_lsn(settings)
     acks = [a for a in writer.acks if a.at <= killed_at]
+    kept_logs = mirror_logs_dir(settings)
+    kept_logs.mkdir(exist_ok=True)
+    shutil.copyfile(settings.local / "mirror.log", kept_logs / f"trial{trial}.log")
     shutil.rmtree(settings.local)  # a new machine
     result = TrialResult(trial, False, killed_mid_ship, len(acks), 0, 0, 0.0)
     stack = ComponentStack(settings)
@@ -239,6 +248,11 @@ def run_trial(settings: Settings, trial: int, rng: random.Random, mid_ship: bool
     finally:
         stack.stop()
     return result
+
+
+def mirror_logs_dir(settings: Settings) -> Path:
+    """Where each trial's mirror log is kept (the local folder is deleted)."""
+    return settings.local.parent / "mirror-logs"
 
 
 def _wait_for_kill_moment(settings: Settings, rng: random.Random, mid_ship: bool, run_seconds: tuple[float, float]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -12,14 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, killed_rsync_leftover, links_in, run_trial,
-                            start_archiving_postgres, summary, switch_wal, temp_files_in, wait_for)
+from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, killed_rsync_leftover, links_in, mirror_logs_dir,
+                            run_trial, start_archiving_postgres, summary, switch_wal, temp_files_in, wait_for)
 
 from helpers import make_settings
-from mfcolab import snapshots
+from mfcolab import basebackup, snapshots
 from mfcolab.errors import SnapshotError
+from mfcolab import mirror as mirror_module
 from mfcolab.mirror import Mirror
 from mfcolab.restore import list_generations, restore_if_needed
+from mfcolab.status_view import render
 
 
 def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
@@ -35,6 +38,23 @@ def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
         assert result.restored, result.error
         assert result.acked > 0
         assert result.missing_before_shipped_end == 0, result
+    assert links_in(settings.root) == []
+
+
+def test_mirror_crash_torture_with_a_new_base_always_uploading(tmp_path: Path) -> None:
+    """The same trials with routine bases uploading beside the cycles all the time, so kills
+    land in pg_basebackup, in the base's rsync, and in a cycle naming a base that just arrived."""
+    settings = make_settings(tmp_path, snapshot_interval=1.0)
+    rng = random.Random(20261123)
+    results = [run_trial(settings, trial, rng, mid_ship=trial % 2 == 1, routine_bases=True) for trial in range(4)]
+    print(summary(results))
+    print(dump(results))
+    for result in results:
+        assert result.restored, result.error
+        assert result.acked > 0
+        assert result.missing_before_shipped_end == 0, result
+    logs = [path.read_text() for path in sorted(mirror_logs_dir(settings).iterdir())]
+    assert sum(log.count("mirror new base: shipped") for log in logs) >= 1  # routine bases arrived and were named
     assert links_in(settings.root) == []
 
 
@@ -229,6 +249,7 @@ int renameat2(int fa, const char *a, int fb, const char *b, unsigned int flags) 
 SHIM_CHILD = """
 import os, sys, time, errno
 from mfcolab.settings import Settings
+from mfcolab import mirror as mirror_module
 from mfcolab.mirror import Mirror
 import psycopg2
 settings = Settings.resolve()
@@ -347,6 +368,133 @@ def test_mirror_failing_writes_keep_the_last_good_state_and_recover(tmp_path: Pa
         assert execute(stack.dsn, "SELECT label FROM marks") == [("while-failing",)]
     finally:
         stack.stop()
+
+
+GATED_RSYNC = """#!{python}
+# rsync, except that a copy carrying a base backup waits while HOLD exists (a slow root folder)
+# and fails while FAIL exists (a root folder that refuses it). Every other copy goes straight through.
+import os, sys, time
+source = sys.argv[-2]
+if os.path.isdir(os.path.join(source, "base")):
+    if os.path.exists({fail!r}):
+        sys.stderr.write("rsync: write failed: No space left on device (28)\\n")
+        sys.exit(11)
+    open({waiting!r}, "w").close()
+    while os.path.exists({hold!r}):
+        time.sleep(0.05)
+os.execv({rsync!r}, [{rsync!r}, *sys.argv[1:]])
+"""
+
+
+@dataclasses.dataclass
+class BaseGate:
+    hold: Path
+    fail: Path
+    waiting: Path
+
+
+@pytest.fixture
+def base_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BaseGate:
+    """rsync on PATH replaced by GATED_RSYNC, for mirrors made after this fixture."""
+    real = shutil.which("rsync")
+    assert real is not None
+    gate = BaseGate(tmp_path / "gate-hold", tmp_path / "gate-fail", tmp_path / "gate-waiting")
+    folder = tmp_path / "gated-bin"
+    folder.mkdir()
+    script = folder / "rsync"
+    script.write_text(GATED_RSYNC.format(python=sys.executable, rsync=real, hold=str(gate.hold),
+                                         fail=str(gate.fail), waiting=str(gate.waiting)))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return gate
+
+
+def _routine_base_due(monkeypatch: pytest.MonkeyPatch, due: bool) -> None:
+    """Make the WAL since the newest base outweigh it (or never)."""
+    monkeypatch.setattr(mirror_module, "BASE_MIN_WAL_BYTES", 0 if due else 1 << 60)
+    monkeypatch.setattr(mirror_module, "BASE_WAL_RATIO", 0.0)
+
+
+def test_mirror_ships_wal_while_a_routine_base_uploads(tmp_path: Path, base_gate: BaseGate,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    pg = start_archiving_postgres(settings)
+    mirror = Mirror(settings, pg.dsn)
+    try:
+        first = mirror.sync_once().generation
+        assert first is not None  # the first base travels in the cycle
+        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+        base_gate.hold.touch()
+        _routine_base_due(monkeypatch, True)
+        report = mirror.sync_once()
+        assert report.generation is None  # the routine base went to its own thread ...
+        uploading = mirror.info()["new_base"]
+        wait_for(base_gate.waiting.exists, 120, "the base's rsync to start")  # ... and its copy is held
+        _routine_base_due(monkeypatch, False)
+
+        execute(pg.dsn, "INSERT INTO marks VALUES ('during the upload')")
+        name = switch_wal(settings, pg.dsn)
+        during = mirror.sync_once()
+        assert during.segments >= 1 and during.generation is None
+        piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
+        assert piece.is_file()
+        manifest = snapshots.load_manifest(settings)
+        assert manifest is not None and [g.id for g in manifest.generations] == [first]
+        segno = snapshots.parse_segment(name, manifest.generations[0].segment_size)[1]
+        assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
+        assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
+
+        base_gate.hold.unlink()
+        wait_for(lambda: mirror.info().get("generation") == uploading, 120, "the new base to be named")
+        assert [g.id for g in list_generations(settings)] == [first, uploading]
+        assert "new_base" not in mirror.info()
+        execute(pg.dsn, "INSERT INTO marks VALUES ('after the upload')")
+        switch_wal(settings, pg.dsn)
+        assert mirror.sync_once().segments >= 1
+    finally:
+        mirror.stop()
+        kill_postgres(pg)
+    shutil.rmtree(settings.local)
+    stack = ComponentStack(settings)
+    stack.up()
+    try:
+        assert execute(stack.dsn, "SELECT label FROM marks") == [("during the upload",), ("after the upload",)]
+    finally:
+        stack.stop()
+
+
+def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(tmp_path: Path, base_gate: BaseGate,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path, snapshot_interval=0)
+    pg = start_archiving_postgres(settings)
+    mirror = Mirror(settings, pg.dsn)
+    try:
+        first = mirror.sync_once().generation
+        base_gate.fail.touch()
+        _routine_base_due(monkeypatch, True)
+        monkeypatch.setattr(basebackup, "RETRY_FIRST_SECONDS", 3600.0)
+        mirror.sync_once()
+        wait_for(lambda: "base_error" in mirror.info(), 120, "the new base to fail")
+        info = mirror.info()
+        assert "No space left on device" in info["base_error"] and "new_base" not in info
+        assert info["state"] == "idle" and mirror.healthy()  # WAL shipping is not what failed
+        assert render_mirror(mirror)[1].startswith("mirror: the last new base failed, retrying (rsync into the root folder failed")
+
+        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+        switch_wal(settings, pg.dsn)
+        report = mirror.sync_once()
+        assert report.segments >= 1 and "new_base" not in mirror.info()  # no new attempt before the backoff ends
+        assert [g.id for g in list_generations(settings)] == [first]
+        assert not snapshots.outbox_dir(settings).joinpath("base").exists()
+        assert not snapshots.base_outbox_dir(settings).joinpath("base").exists()
+    finally:
+        mirror.stop()
+        kill_postgres(pg)
+
+
+def render_mirror(mirror: Mirror) -> list[str]:
+    """The mirror's lines of `mfcolab status`."""
+    return [line for line in render({"running": True, "root": "/r", "mirror": mirror.info()}).splitlines() if line.startswith("mirror:")]
 
 
 def _system_id(dsn: str) -> str:

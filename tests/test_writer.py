@@ -54,8 +54,8 @@ def test_writer_the_newest_stack_ships_and_the_older_one_stops(tmp_path: Path) -
         refused = mfcolab("snapshot", *old.folder_args(), check=False)
         assert refused.returncode != 0
         assert f"pid {new_pid}" in refused.stderr and "no longer writes" in refused.stderr
-        mirror = old.status()["mirror"]
-        assert mirror["state"] == "failing" and f"pid {new_pid}" in mirror["reason"]
+        wait_until(lambda: _refused_for(old.status()["mirror"], new_pid), timeout=30,
+                   what="the old stack's mirror to say why it stopped shipping")
         assert claim_pid(old.root) == new_pid
 
         mfcolab("snapshot", *new.folder_args())
@@ -70,3 +70,7 @@ def test_writer_the_newest_stack_ships_and_the_older_one_stops(tmp_path: Path) -
     finally:
         new.down(check=False)
         old.down(check=False)
+
+
+def _refused_for(mirror: dict, new_pid: int) -> bool:
+    return mirror.get("state") == "failing" and f"pid {new_pid}" in mirror.get("reason", "")

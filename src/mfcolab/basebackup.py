@@ -2,8 +2,13 @@
 
 pg_basebackup runs as the server user over the Unix socket (tar format, gzip level 1, `-X
 stream` so the base carries the WAL that makes it consistent) into `<local>/base-staging`.
-Its files then move into the outbox under `base/<generation>/`, with the generation record
-beside them; the mirror's next rsync ships them and the manifest names the generation.
+Its files then move into an outbox under `base/<generation>/`, with the generation record
+beside them; an rsync ships them and then the manifest names the generation.
+
+A base the mirror must have before it can go on (the first of a server or of a timeline, or
+one asked for) travels in the mirror's own cycle. A routine new base, taken because the WAL
+since the last one outweighs it, is a `BaseUpload`: made and shipped on a thread of its own,
+so WAL keeps shipping while a large base travels to a slow root folder.
 """
 
 from __future__ import annotations
@@ -11,18 +16,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import logging
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import postgres, snapshots
-from .errors import SnapshotError
+from .errors import MfcolabError, SnapshotError
 from .settings import Settings
 from .snapshots import Generation
-from .transport import Outbox
+from .transport import Outbox, Shipped, Transport
+
+log = logging.getLogger(__name__)
 
 BASE_FILES = ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest")
 TIMEOUT_SECONDS = 6 * 3600
+RETRY_FIRST_SECONDS = 10.0  # a failed routine base is retried after this, doubling ...
+RETRY_MAX_SECONDS = 600.0  # ... up to this (WAL keeps shipping meanwhile)
 
 
 class BaseBackups:
@@ -77,6 +89,81 @@ class BaseBackups:
         if process.returncode != 0:
             raise SnapshotError(f"pg_basebackup failed: {output.decode(errors='replace').strip()[-500:]}", "mfcolab logs postgres")
         return target
+
+
+class BaseUpload:
+    """One routine base at a time, made and shipped on its own thread. When all its files are
+    in the root folder, `adopt(generation, shipped)` has the manifest name it. Until then it is
+    an unnamed folder under `base/`, newer than every named one: restore ignores it and the
+    sweep leaves it alone. A failure is logged and retried later with backoff."""
+
+    def __init__(self, bases: BaseBackups, outbox: Outbox, transport: Transport,
+                 before_ship: Callable[[], None], adopt: Callable[[Generation, Shipped], None]) -> None:
+        self.bases = bases
+        self.outbox = outbox
+        self.transport = transport
+        self.before_ship = before_ship  # raises if this stack may not write to the root folder
+        self.adopt = adopt
+        self.generation_id: str | None = None
+        self.failures = 0
+        self.error = ""
+        self._retry_at = 0.0
+        self._aborted = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def may_start(self) -> bool:
+        return not self.running and time.monotonic() >= self._retry_at
+
+    def start(self, generation_id: str, segment_size: int) -> None:
+        self._aborted.clear()
+        self.generation_id = generation_id
+        self._thread = threading.Thread(target=self._upload, args=(generation_id, segment_size), name="mfcolab-base", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def abort(self) -> None:
+        """Kill pg_basebackup or the rsync and wait for the thread; what was shipped stays unnamed."""
+        self._aborted.set()
+        self.bases.abort()
+        self.transport.abort()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _upload(self, generation_id: str, segment_size: int) -> None:
+        started = time.monotonic()
+        try:
+            self.outbox.clear()
+            generation = self.bases.take(generation_id, segment_size, self.outbox)
+            self.before_ship()
+            shipped = self.transport.ship(self.outbox)
+        except (OSError, MfcolabError) as exc:
+            self._finish()
+            if not self._aborted.is_set():
+                self._record_failure(generation_id, exc)
+            return
+        self._finish()
+        self.failures, self.error = 0, ""
+        log.info("new base %s uploaded in %.1f s (%.2f MB)", generation_id, time.monotonic() - started, shipped.bytes / 1e6)
+        self.adopt(generation, shipped)
+
+    def _finish(self) -> None:
+        self.outbox.clear()
+        self.generation_id = None
+
+    def _record_failure(self, generation_id: str, exc: BaseException) -> None:
+        self.failures += 1
+        self.error = str(exc)
+        delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (self.failures - 1))
+        self._retry_at = time.monotonic() + delay
+        log.warning("new base %s failed (%d in a row): %s; the current generation stays current, WAL keeps"
+                    " shipping, retrying in %.0f s", generation_id, self.failures, exc, delay)
 
 
 def generation_from_backup(generation_id: str, local: Path, segment_size: int) -> Generation:

@@ -5,7 +5,8 @@ Postgres hands each completed WAL segment to a local staging folder (`archive_co
 the staged segments into a local outbox, adds a new base backup from time to time
 (`basebackup.py`) so a restore never replays much WAL, runs one rsync that puts the outbox in
 the root folder (`transport.py`), then writes the manifest that names what arrived, and only
-then deletes what it shipped locally. A watchdog observer on the staging folder marks work to
+then deletes what it shipped locally. A routine new base uploads beside the cycles
+(`BaseUpload`), and the cycle after it arrives names it. A watchdog observer on the staging folder marks work to
 do; the loop ships at most every `snapshot_interval` seconds. An idle database writes nothing.
 Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`.
 """
@@ -28,11 +29,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import postgres, retention, snapshots
-from .basebackup import BaseBackups
+from .basebackup import BaseBackups, BaseUpload
 from .errors import MfcolabError, SnapshotError
 from .settings import Settings
-from .snapshots import Manifest, WalRange
-from .transport import Outbox, Transport
+from .snapshots import Generation, Manifest, WalRange
+from .transport import Outbox, Shipped, Transport
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,8 @@ class Mirror:
         self._outbox = Outbox(snapshots.outbox_dir(settings), settings.snapshots_dir)
         self._bases = BaseBackups(settings)
         self._writer = Writer(settings)
+        self._upload = BaseUpload(self._bases, Outbox(snapshots.base_outbox_dir(settings), settings.snapshots_dir),
+                                  Transport(self._transport.rsync), self._writer.ensure, self._adopt_base)
         self._state = "idle"
         self._reason = ""
         self._failures = 0
@@ -175,6 +178,7 @@ class Mirror:
         """Stop the loop and the observer; an unfinished base backup or rsync is abandoned."""
         self._stopping.set()
         self._wake.set()
+        self._upload.abort()
         self._bases.abort()
         self._transport.abort()
         if self._observer is not None:
@@ -196,7 +200,9 @@ class Mirror:
         return self._guarded(force_base=False)
 
     def snapshot(self) -> ShipReport:
-        """Take a new base backup now and ship it with everything staged."""
+        """Take a new base backup now and ship it with everything staged (after a routine
+        base that is uploading, which must finish first: one base at a time)."""
+        self._upload.wait()
         return self._guarded(force_base=True)
 
     def ensure_base(self) -> ShipReport | None:
@@ -224,7 +230,7 @@ class Mirror:
                     return self._run(self._final_cycle, "final snapshot")
             except (OSError, MfcolabError, psycopg2.Error) as exc:
                 self._record_failure(exc)
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + delay > deadline or self._writer.superseded_by is not None:
                     raise SnapshotError(f"final snapshot failed: {exc}", f"check that {self.settings.root} is writable, then mfcolab snapshot") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -241,6 +247,10 @@ class Mirror:
             info.update(generation=newest.id, age_s=round(time.time() - until, 1), size_bytes=newest.base_bytes + newest.wal_bytes)
         if self.last_report is not None:
             info["last_cycle"] = str(self.last_report)
+        if self._upload.generation_id is not None:
+            info["new_base"] = self._upload.generation_id
+        if self._upload.failures:
+            info["base_error"] = self._upload.error
         return info
 
     def healthy(self) -> bool:
@@ -321,7 +331,10 @@ class Mirror:
         held = self._plan_staged(cycle, report, final=False)
         facts = self._live_facts(required=force_base or held or cycle.manifest.newest() is None)
         base_failure: BaseException | None = None
-        if facts is not None and self._base_due(cycle.manifest, facts, held, force_base):
+        due = None if facts is None or self._upload.running else self._base_due(cycle.manifest, facts, held, force_base)
+        if due == "routine" and facts is not None and not self._stopping.is_set() and self._upload.may_start():
+            self._upload.start(snapshots.format_generation(time.time()), facts.segment_size)
+        elif due == "now" and facts is not None:
             try:
                 if self._plan_base(cycle, facts, report):
                     self._plan_staged(cycle, report, final=False)  # segments archived while the base ran
@@ -330,6 +343,22 @@ class Mirror:
         self._commit(cycle, report)
         if base_failure is not None:
             raise base_failure
+
+    def _adopt_base(self, generation: Generation, shipped: Shipped) -> None:
+        """A routine base arrived: the next manifest names it (with the WAL staged meanwhile)."""
+        with self._lock:
+            try:
+                self._run(lambda report: self._adopt_cycle(report, generation, shipped), "new base")
+            except (OSError, MfcolabError, psycopg2.Error) as exc:
+                self._dirty = True
+                self._record_failure(exc)
+
+    def _adopt_cycle(self, report: ShipReport, generation: Generation, shipped: Shipped) -> None:
+        cycle = self._begin()
+        report.files, report.bytes = shipped.files, shipped.bytes
+        self._plan_staged(cycle, report, final=False)
+        self._add_generation(cycle, generation, report)
+        self._commit(cycle, report)
 
     def _final_cycle(self, report: ShipReport) -> None:
         cycle = self._begin()
@@ -367,8 +396,12 @@ class Mirror:
             self._swept = True
 
     def _manifest_or_load(self) -> Manifest:
+        # A stack that lost the root folder to a newer one does no work for it (no base backup)
+        # and leaves its files alone (the newer stack's rsync has temporary files there).
+        self._writer.refuse_if_superseded()
         if self._manifest is None:
-            snapshots.remove_stale_temps(self.settings.snapshots_dir)
+            if not self._upload.running:  # its rsync's temporary files are not stale
+                snapshots.remove_stale_temps(self.settings.snapshots_dir)
             self._manifest = snapshots.load_manifest(self.settings) or Manifest()
         return self._manifest
 
@@ -466,13 +499,18 @@ class Mirror:
         )
         return self._facts
 
-    def _base_due(self, manifest: Manifest, facts: LiveFacts, held: bool, force: bool) -> bool:
+    def _base_due(self, manifest: Manifest, facts: LiveFacts, held: bool, force: bool) -> str | None:
+        """"now": this cycle takes a base (asked for; the first of this server or timeline; WAL
+        that cannot ship without one). "routine": the WAL since the newest base outweighs it, so
+        a new one uploads beside the cycles. None: no base."""
         if facts.in_recovery:
-            return False  # a base must come from the promoted server, on its own timeline
+            return None  # a base must come from the promoted server, on its own timeline
         newest = manifest.newest(facts.system_identifier)
         if force or held or newest is None or newest.timeline != max(facts.timeline, self._timeline_seen):
-            return True
-        return newest.wal_bytes >= max(BASE_MIN_WAL_BYTES, BASE_WAL_RATIO * newest.base_bytes)
+            return "now"
+        if newest.wal_bytes >= max(BASE_MIN_WAL_BYTES, BASE_WAL_RATIO * newest.base_bytes):
+            return "routine"
+        return None
 
     # --- base backups ---------------------------------------------------------------------
 
@@ -484,15 +522,16 @@ class Mirror:
             self._dirty = True  # the history file has not shipped yet: a restore must never reuse this timeline
             return False
         generation = self._bases.take(snapshots.format_generation(time.time()), facts.segment_size, self._outbox)
+        self._add_generation(cycle, generation, report)
+        return True
+
+    def _add_generation(self, cycle: Cycle, generation: Generation, report: ShipReport) -> None:
         manifest = cycle.manifest
         manifest.generations.append(generation)
         if manifest.range_for(generation) is None:
             manifest.wal.append(WalRange(generation.system_identifier, generation.timeline, generation.segment_size,
                                          generation.start_segment, generation.start_segment - 1, shipped_at=time.time()))
         cycle.generation = report.generation = generation.id
-        return True
-
-    # --- retention -----------------------------------------------------------------------
 
     # --- clean stop ----------------------------------------------------------------------
 

@@ -82,6 +82,11 @@ def outbox_dir(settings: Settings) -> Path:
     return settings.local / "outbox"
 
 
+def base_outbox_dir(settings: Settings) -> Path:
+    """The outbox of a routine new base, shipped beside the cycles (`basebackup.BaseUpload`)."""
+    return settings.local / "outbox-base"
+
+
 # --- names: format/parse pairs -------------------------------------------------------------
 
 def format_generation(created: float) -> str:

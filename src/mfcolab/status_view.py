@@ -51,7 +51,12 @@ def _mirror_lines(mirror: dict[str, Any]) -> list[str]:
         line += f" ({mirror['error']})"
     if mirror.get("last_cycle"):
         line += f"; last cycle {mirror['last_cycle']}"
-    return [line]
+    lines = [line]
+    if mirror.get("new_base"):
+        lines.append(f"mirror: new base {mirror['new_base']} uploading (WAL keeps shipping meanwhile)")
+    if mirror.get("base_error"):
+        lines.append(f"mirror: the last new base failed, retrying ({mirror['base_error']})")
+    return lines
 
 
 def _snapshot_line(snapshots: Any, root: str) -> str:

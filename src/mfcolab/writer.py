@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 
 from . import snapshots
@@ -58,19 +59,35 @@ class Writer:
         self.settings = settings
         self.claim = Claim(secrets.token_hex(8), socket.gethostname(), os.getpid(), 0.0)
         self.claimed = False
+        self.superseded_by: Claim | None = None  # once another stack claims the folder, for good
+        self._lock = threading.Lock()  # the mirror's cycles and its base upload both ask
 
     def ensure(self) -> None:
         """Claim the folder on the first call; on later calls, refuse if another stack claimed it since."""
+        with self._lock:
+            self._ensure()
+
+    def refuse_if_superseded(self) -> None:
+        """Raise if another stack has taken the folder over (known without reading the root folder)."""
+        if self.superseded_by is not None:
+            raise self._refusal(self.superseded_by)
+
+    def _ensure(self) -> None:
+        self.refuse_if_superseded()
         current = read_claim(self.settings)
         if not self.claimed:
             self._take_over(current)
             return
         if current is not None and current.stack != self.claim.stack:
-            raise SnapshotError(
-                f"the root folder {self.settings.root} is now shipped to by {current.describe()}; "
-                "this stack no longer writes to it",
-                "keep using the other stack; stop this one with mfcolab down",
-            )
+            self.superseded_by = current
+            raise self._refusal(current)
+
+    def _refusal(self, other: Claim) -> SnapshotError:
+        return SnapshotError(
+            f"the root folder {self.settings.root} is now shipped to by {other.describe()}; "
+            "this stack no longer writes to it",
+            "keep using the other stack; stop this one with mfcolab down",
+        )
 
     def _take_over(self, previous: Claim | None) -> None:
         self.claim = dataclasses.replace(self.claim, since=time.time())
