@@ -229,7 +229,7 @@ def test_url_comes_from_the_metrics_server(make_tunnel: Callable[..., Tunnel]) -
     tunnel.component.log_path.unlink()  # no log to read: the URL can only come from /quicktunnel
     expected = tunnel.edge()["url"]
     assert tunnel.metrics("/quicktunnel").json() == {"hostname": expected.removeprefix("https://")}
-    assert tunnel.component.current_url() == expected
+    wait_until(lambda: tunnel.component.current_url() == expected, timeout=20, what="the URL from /quicktunnel")
     wait_until(tunnel.component.healthy, timeout=20, what="tunnel healthy")
     assert tunnel.urls == [expected]
     assert tunnel.component.info()["url"] == expected
@@ -279,7 +279,7 @@ def test_restart_after_sigkill_announces_the_new_url(make_tunnel: Callable[..., 
     component.start()
     wait_until(component.healthy, timeout=20, what="tunnel healthy")
     first = tunnel.edge()["url"]
-    assert component.healthy() and component.healthy()
+    wait_until(component.healthy, timeout=20, what="tunnel healthy on a second check")
     assert tunnel.urls == [first]  # once per URL, however often health is checked
     first_metrics = component.port
 
@@ -309,6 +309,22 @@ def test_rate_limit_failure_is_recognised(make_tunnel: Callable[..., Tunnel]) ->
     assert info["url"] is None
     assert info["error"] == RATE_LIMITED
     assert tunnel.urls == []
+
+
+def test_a_retry_shows_the_last_failure_until_it_has_a_url(make_tunnel: Callable[..., Tunnel]) -> None:
+    tunnel = make_tunnel(STANDIN_FAIL="1015")
+    component = tunnel.component
+    component.start()
+    wait_until(lambda: not component.alive(), timeout=20, what="cloudflared to exit")
+    component.extra_env.update(STANDIN_FAIL="", STANDIN_REQUEST_SECONDS="600")  # the retry hangs in its request
+    component.start()
+    assert component.alive()
+    assert component.info()["error"] == f"{RATE_LIMITED} (last attempt; trying again)"
+    component.stop(5)
+    component.extra_env.update(STANDIN_REQUEST_SECONDS="0.1")
+    component.start()
+    wait_until(component.healthy, timeout=20, what="tunnel healthy")
+    assert "error" not in component.info()
 
 
 def test_early_exit_without_a_known_cause_points_at_the_log(make_tunnel: Callable[..., Tunnel]) -> None:

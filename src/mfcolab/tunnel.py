@@ -256,6 +256,7 @@ class TunnelComponent(ProcessComponent):
         self.url: str | None = None
         self._announced: str | None = None
         self._verified_at: float | None = None
+        self._previous_failure: str | None = None  # why the last run ended without a tunnel
         self._log_offset = 0
         self._lock = threading.RLock()  # on_url may ask for info() (the supervisor writes its status)
 
@@ -270,6 +271,7 @@ class TunnelComponent(ProcessComponent):
     def start(self) -> None:
         """Start a fresh cloudflared: new metrics port, URL forgotten (a restart brings a new one)."""
         with self._lock:
+            self._previous_failure = self.failure_reason() if self.process is not None else None
             self.url = None
             self._verified_at = None
         self.metrics_port = _free_port()
@@ -307,10 +309,13 @@ class TunnelComponent(ProcessComponent):
             return self.url
 
     def failure_reason(self) -> str | None:
+        """Why this run has no tunnel; while a retry has no URL yet, why the last run had none."""
         reason = diagnose(self._run_log())
         if reason is None and self.process is not None and not self.alive() and self.url is None:
             code = self.process.exit_code()
             reason = f"cloudflared exited with code {code} before creating a tunnel (see {self.log_path})"
+        if reason is None and self.url is None and self._previous_failure:
+            reason = f"{self._previous_failure} (last attempt; trying again)"
         return reason
 
     def info(self) -> dict[str, Any]:
