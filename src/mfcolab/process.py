@@ -139,6 +139,23 @@ def find_processes(matches: Callable[[bytes, bytes], bool]) -> list[int]:
     return found
 
 
+def in_groups(groups: Iterable[int]) -> list[int]:
+    """Live processes whose process group is one of `groups`."""
+    wanted = set(groups)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) in wanted and state != "Z":
+            found.append(int(entry))
+    return found
+
+
 def descendants(roots: Iterable[int]) -> set[int]:
     """Every live process below `roots` (children, grandchildren, ...), from /proc's parent links."""
     children: dict[int, list[int]] = {}

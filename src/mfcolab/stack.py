@@ -21,7 +21,7 @@ from typing import Any
 from . import credentials
 from .component import require_free_port
 from .errors import ComponentError, ConfigError, StackStateError
-from .process import pid_alive, tail_file
+from .process import in_groups, pid_alive, tail_file
 from .settings import Settings
 
 Progress = Callable[[str], None]
@@ -160,7 +160,7 @@ def _sweep_leftovers(settings: Settings) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
     deadline = time.monotonic() + 10
-    while any(pid_alive(pid) for pid in killed) and time.monotonic() < deadline:
+    while in_groups(killed) and time.monotonic() < deadline:  # every member, not just the leader (proot's children)
         time.sleep(0.05)
     settings.supervisor_pid_file.unlink(missing_ok=True)
 
