@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -12,7 +13,17 @@ from mfcolab.settings import Settings
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free 127.0.0.1 port below the kernel's range for outgoing connections, so that no client
+    socket of the suite takes it before the process it is meant for binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(20000, low), min(200, max(0, low - 20000))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # an unusual range: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from helpers import free_port, wait_until
+from mfcolab.process import pid_alive
 from mfcolab.relay import STATUS_PATH, ConnectionSource
 from stack_helpers import mfcolab
 
@@ -216,7 +217,7 @@ def test_connect_watch_starts_a_relay_reuses_it_and_stops_it(tmp_path: Path, ser
 
     stopped = mfcolab("connect", "--stop-relay", "--local", str(local), env=env)
     assert stopped.stdout.strip() == "relay stopped"
-    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="the relay process to exit")
+    wait_until(lambda: not pid_alive(pid), timeout=30, what="the relay process to exit")
     assert not (local / "relay" / "relay.json").exists()
     assert "no relay was running" in mfcolab("connect", "--stop-relay", "--local", str(local), env=env).stdout
 

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg2
 import pytest
 import requests
+from helpers import wait_until
 from service_helpers import CLIENT_SYSTEM_TAGS, Api, artifact, metadatum
 
 VERSION_HEADER = "METADATA_SERVICE_VERSION"
@@ -429,13 +430,9 @@ def test_concurrent_tag_mutation_is_a_409(api: Api, flow_name: str, pg_dsn: str)
 
         worker = threading.Thread(target=mutate)
         worker.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # until the service's UPDATE waits on our row lock
-            waiting = sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                  " AND query LIKE 'UPDATE runs_v3 SET tags%%'")
-            if waiting[0][0]:
-                break
-            time.sleep(0.02)
+        wait_until(lambda: sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                       " AND query LIKE 'UPDATE runs_v3 SET tags%%'")[0][0],
+                   timeout=30, interval=0.02, what="the service's UPDATE to wait on the row lock")
         conn.commit()
         worker.join(60)
     finally:
@@ -550,10 +547,8 @@ def test_service_recovers_when_its_database_connections_are_killed(api: Api, flo
     assert killed, "the service's connections should be visible by their application_name"
     # pg_terminate_backend only signals: wait until every one of those backends is gone.
     pids = [row[0] for row in killed]
-    for _ in range(200):
-        if not sql(pg_dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", pids):
-            break
-        time.sleep(0.02)
+    wait_until(lambda: not sql(pg_dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", pids),
+               timeout=30, interval=0.02, what="the terminated backends to exit")
     statuses = [api.get(f"/flows/{flow_name}").status_code for _ in range(12)]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) <= 1, statuses
