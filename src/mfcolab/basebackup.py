@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import logging
+import shutil
 import subprocess
 import threading
 import time

@@ -6,8 +6,9 @@ the staged segments into a local outbox, adds a new base backup from time to tim
 (`basebackup.py`) so a restore never replays much WAL, runs one rsync that puts the outbox in
 the root folder (`transport.py`), then writes the manifest that names what arrived, and only
 then deletes what it shipped locally. A routine new base uploads beside the cycles
-(`BaseUpload`), and the cycle after it arrives names it. A watchdog observer on the staging folder marks work to
-do; the loop ships at most every `snapshot_interval` seconds. An idle database writes nothing.
+(`BaseUpload`), and is named by a cycle of its own once it has arrived. A watchdog observer on
+the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
+An idle database writes nothing.
 Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`.
 """
 

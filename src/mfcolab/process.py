@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -142,31 +142,14 @@ def find_processes(matches: Callable[[bytes, bytes], bool]) -> list[int]:
 def in_groups(groups: Iterable[int]) -> list[int]:
     """Live processes whose process group is one of `groups`."""
     wanted = set(groups)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(group) in wanted and state != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in _process_stats() if int(fields[2]) in wanted and fields[0] != "Z"]
 
 
 def descendants(roots: Iterable[int]) -> set[int]:
     """Every live process below `roots` (children, grandchildren, ...), from /proc's parent links."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
+    for pid, fields in _process_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     found: set[int] = set()
     todo = list(roots)
     while todo:
@@ -175,3 +158,16 @@ def descendants(roots: Iterable[int]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def _process_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command: state, ppid, pgrp, ...) of every
+    process that can still be read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        yield int(entry), stat[stat.rindex(")") + 2:].split()
