@@ -3,7 +3,8 @@
 for a database of about --size-mb MB, beside a plain `cp -r` of the same data directory.
 
 Cases: the first base (a full copy, like cp -r), an unchanged database, a slightly changed one
-(--small-rows rows updated) and a heavily changed one (--heavy-fraction of all rows updated).
+(--small-rows rows updated) and a heavily changed one (--heavy-fraction of all rows updated);
+then a WAL cycle while a routine new base uploads beside it, and that base.
 "Changed" is rows x their average width, the data a user changed.
 
     python scripts/bench_mirror.py --size-mb 500
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import make_settings  # noqa: E402
 from mirror_helpers import ComponentStack, execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
 
+from mfcolab import mirror as mirror_module  # noqa: E402
 from mfcolab.mirror import Mirror, ShipReport  # noqa: E402
 from mfcolab.restore import restore_if_needed  # noqa: E402
 
@@ -44,6 +46,32 @@ def row(case: str, report: ShipReport | None, changed: int, seconds: float | Non
         "written/changed": round(written / changed, 2) if changed else None,
         "files": report.files if report else None,
     }
+
+
+def routine_base_rows(settings: Any, dsn: str, mirror: Mirror, total: int, rows_added: int, changed: int,
+                      db_bytes: int) -> list[dict[str, Any]]:
+    """A routine new base (the WAL since the last one outweighs it, made due here at once) and a
+    WAL cycle shipped while that base is still being made and uploaded on its own thread."""
+    started = time.monotonic()
+    mirror_module.BASE_MIN_WAL_BYTES, mirror_module.BASE_WAL_RATIO = 0, 0.0
+    mirror.sync_once()  # starts the upload
+    uploading = mirror.info()["new_base"]
+    mirror_module.BASE_MIN_WAL_BYTES = 1 << 62  # no further one
+    execute(dsn, f"INSERT INTO bench {ROW_SQL}", (total + rows_added + 1, total + 2 * rows_added))
+    switch_wal(settings, dsn)
+    during = mirror.sync_once()
+    still = "new_base" in mirror.info()
+    deadline = time.monotonic() + 3600
+    while mirror.last_report is None or mirror.last_report.generation != uploading:  # uploaded and named
+        if time.monotonic() > deadline or "base_error" in mirror.info():
+            raise RuntimeError(f"the routine base did not arrive: {mirror.info()}")
+        time.sleep(0.01)
+    base_seconds = time.monotonic() - started
+    return [
+        row(f"{rows_added} rows appended, shipped while a routine new base uploads"
+            f" ({'it was' if still else 'it was NOT'} still uploading)", during, changed),
+        row("that routine new base, made and uploaded on its own thread", None, db_bytes, base_seconds, mirror.last_report.bytes),
+    ]
 
 
 def main() -> int:
@@ -94,6 +122,7 @@ def main() -> int:
         time.sleep(2)  # let the archiver hand over the last segments
         rows.append(row(f"heavily changed ({heavy} rows)", mirror.sync_once(), int(heavy * width)))
         rows.append(row("a forced new base after that", mirror.snapshot(), db_bytes))
+        rows += routine_base_rows(settings, pg.dsn, mirror, total, args.small_rows, int(args.small_rows * width), db_bytes)
     finally:
         kill_postgres(pg)
     shutil.rmtree(settings.local)
