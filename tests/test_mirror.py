@@ -22,6 +22,7 @@ from mfcolab.errors import SnapshotError
 from mfcolab import mirror as mirror_module
 from mfcolab.mirror import Mirror
 from mfcolab.restore import list_generations, restore_if_needed
+from mfcolab.settings import Settings
 from mfcolab.status_view import render
 
 
@@ -444,6 +445,8 @@ def test_mirror_ships_wal_while_a_routine_base_uploads(tmp_path: Path, base_gate
         assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
         assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
 
+        wait_for(lambda: not mirror.sync_once().segments and not _staged_segments(settings), 60,
+                 "staging to be empty")  # so the cycle that names the base has nothing else to ship
         base_gate.hold.unlink()
         wait_for(lambda: mirror.info().get("generation") == uploading, 120, "the new base to be named")
         assert [g.id for g in list_generations(settings)] == [first, uploading]
@@ -490,6 +493,10 @@ def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(tmp_path:
     finally:
         mirror.stop()
         kill_postgres(pg)
+
+
+def _staged_segments(settings: Settings) -> list[str]:
+    return [name for name in os.listdir(settings.wal_staging_dir) if snapshots.is_segment(name)]
 
 
 def render_mirror(mirror: Mirror) -> list[str]:

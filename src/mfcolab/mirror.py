@@ -376,13 +376,14 @@ class Mirror:
     def _commit(self, cycle: Cycle, report: ShipReport) -> None:
         """Ship the outbox, then write the manifest that names it (trimmed to the kept
         generations), then delete what shipped. A failure anywhere leaves the old manifest."""
-        if self._outbox.files() or cycle.obsolete or not self._swept:
+        names_a_base = cycle.generation is not None  # in the outbox, or a routine one already shipped
+        if self._outbox.files() or cycle.obsolete or names_a_base or not self._swept:
             self._writer.ensure()  # this cycle writes to the root folder: only while it is ours
         shipped = self._transport.ship(self._outbox)
         report.files += shipped.files
         report.bytes += shipped.bytes
         manifest, trimmed = retention.retained(cycle.manifest, self.settings.keep_generations)
-        if shipped.files or trimmed:
+        if shipped.files or trimmed or names_a_base:
             report.bytes += snapshots.save_manifest(self.settings, manifest)
             report.files += 1
         self._manifest = manifest
