@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mirror_helpers import (ComponentStack, dump, execute, kill_postgres, killed_rsync_leftover, links_in, mirror_logs_dir,
-                            run_trial, start_archiving_postgres, summary, switch_wal, temp_files_in, wait_for)
+from mirror_helpers import (ComponentStack, TrialResult, dump, execute, kill_postgres, killed_rsync_leftover, links_in,
+                            mirror_logs_dir, run_trial, start_archiving_postgres, summary, switch_wal, temp_files_in,
+                            wait_for)
 
 from helpers import make_settings
 from mfcolab import basebackup, snapshots
 from mfcolab.errors import SnapshotError
 from mfcolab import mirror as mirror_module
 from mfcolab.mirror import Mirror
+from mfcolab.postgres import Postgres
 from mfcolab.restore import list_generations, restore_if_needed
 from mfcolab.settings import Settings
 from mfcolab.status_view import render
@@ -33,13 +35,17 @@ def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     rng = random.Random(20260101)
     results = [run_trial(settings, trial, rng, mid_ship=trial % 2 == 1) for trial in range(4)]
+    _assert_every_trial_restored(results)
+    assert links_in(settings.root) == []
+
+
+def _assert_every_trial_restored(results: list[TrialResult]) -> None:
     print(summary(results))
     print(dump(results))
     for result in results:
         assert result.restored, result.error
         assert result.acked > 0
         assert result.missing_before_shipped_end == 0, result
-    assert links_in(settings.root) == []
 
 
 def test_mirror_crash_torture_with_a_new_base_always_uploading(tmp_path: Path) -> None:
@@ -48,12 +54,7 @@ def test_mirror_crash_torture_with_a_new_base_always_uploading(tmp_path: Path) -
     settings = make_settings(tmp_path, snapshot_interval=1.0)
     rng = random.Random(20261123)
     results = [run_trial(settings, trial, rng, mid_ship=trial % 2 == 1, routine_bases=True) for trial in range(4)]
-    print(summary(results))
-    print(dump(results))
-    for result in results:
-        assert result.restored, result.error
-        assert result.acked > 0
-        assert result.missing_before_shipped_end == 0, result
+    _assert_every_trial_restored(results)
     logs = [path.read_text() for path in sorted(mirror_logs_dir(settings).iterdir())]
     assert sum(log.count("mirror new base: shipped") for log in logs) >= 1  # routine bases arrived and were named
     assert links_in(settings.root) == []
@@ -416,47 +417,67 @@ def _routine_base_due(monkeypatch: pytest.MonkeyPatch, due: bool) -> None:
     monkeypatch.setattr(mirror_module, "BASE_WAL_RATIO", 0.0)
 
 
-def test_mirror_ships_wal_while_a_routine_base_uploads(tmp_path: Path, base_gate: BaseGate,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclasses.dataclass
+class Archiving:
+    settings: Settings
+    pg: Postgres
+    mirror: Mirror
+    first: str  # the first base, shipped inside a cycle
+
+    def stop(self) -> None:
+        self.mirror.stop()
+        if self.pg.healthy():
+            kill_postgres(self.pg)
+
+
+@pytest.fixture
+def archiving(tmp_path: Path, base_gate: BaseGate) -> Iterator[Archiving]:
+    """Postgres archiving and a mirror (loop off, rsync gated) that has shipped its first base."""
     settings = make_settings(tmp_path, snapshot_interval=0)
     pg = start_archiving_postgres(settings)
     mirror = Mirror(settings, pg.dsn)
-    try:
-        first = mirror.sync_once().generation
-        assert first is not None  # the first base travels in the cycle
-        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
-        base_gate.hold.touch()
-        _routine_base_due(monkeypatch, True)
-        report = mirror.sync_once()
-        assert report.generation is None  # the routine base went to its own thread ...
-        uploading = mirror.info()["new_base"]
-        wait_for(base_gate.waiting.exists, 120, "the base's rsync to start")  # ... and its copy is held
-        _routine_base_due(monkeypatch, False)
+    first = mirror.sync_once().generation
+    assert first is not None
+    running = Archiving(settings, pg, mirror, first)
+    yield running
+    running.stop()
 
-        execute(pg.dsn, "INSERT INTO marks VALUES ('during the upload')")
-        name = switch_wal(settings, pg.dsn)
-        during = mirror.sync_once()
-        assert during.segments >= 1 and during.generation is None
-        piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
-        assert piece.is_file()
-        manifest = snapshots.load_manifest(settings)
-        assert manifest is not None and [g.id for g in manifest.generations] == [first]
-        segno = snapshots.parse_segment(name, manifest.generations[0].segment_size)[1]
-        assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
-        assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
 
-        wait_for(lambda: not mirror.sync_once().segments and not _staged_segments(settings), 60,
-                 "staging to be empty")  # so the cycle that names the base has nothing else to ship
-        base_gate.hold.unlink()
-        wait_for(lambda: mirror.info().get("generation") == uploading, 120, "the new base to be named")
-        assert [g.id for g in list_generations(settings)] == [first, uploading]
-        assert "new_base" not in mirror.info()
-        execute(pg.dsn, "INSERT INTO marks VALUES ('after the upload')")
-        switch_wal(settings, pg.dsn)
-        assert mirror.sync_once().segments >= 1
-    finally:
-        mirror.stop()
-        kill_postgres(pg)
+def test_mirror_ships_wal_while_a_routine_base_uploads(archiving: Archiving, base_gate: BaseGate,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, pg, mirror, first = archiving.settings, archiving.pg, archiving.mirror, archiving.first
+    execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+    base_gate.hold.touch()
+    _routine_base_due(monkeypatch, True)
+    report = mirror.sync_once()
+    assert report.generation is None  # the routine base went to its own thread ...
+    uploading = mirror.info()["new_base"]
+    wait_for(base_gate.waiting.exists, 120, "the base's rsync to start")  # ... and its copy is held
+    _routine_base_due(monkeypatch, False)
+
+    execute(pg.dsn, "INSERT INTO marks VALUES ('during the upload')")
+    name = switch_wal(settings, pg.dsn)
+    during = mirror.sync_once()
+    assert during.segments >= 1 and during.generation is None
+    piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
+    assert piece.is_file()
+    manifest = snapshots.load_manifest(settings)
+    assert manifest is not None and [g.id for g in manifest.generations] == [first]
+    segno = snapshots.parse_segment(name, manifest.generations[0].segment_size)[1]
+    assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
+    assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
+
+    wait_for(lambda: not mirror.sync_once().segments and not _staged_segments(settings), 60,
+             "staging to be empty")  # so the cycle that names the base has nothing else to ship
+    base_gate.hold.unlink()
+    wait_for(lambda: mirror.info().get("generation") == uploading, 120, "the new base to be named")
+    assert [g.id for g in list_generations(settings)] == [first, uploading]
+    assert "new_base" not in mirror.info()
+    execute(pg.dsn, "INSERT INTO marks VALUES ('after the upload')")
+    switch_wal(settings, pg.dsn)
+    assert mirror.sync_once().segments >= 1
+
+    archiving.stop()
     shutil.rmtree(settings.local)
     stack = ComponentStack(settings)
     stack.up()
@@ -466,33 +487,26 @@ def test_mirror_ships_wal_while_a_routine_base_uploads(tmp_path: Path, base_gate
         stack.stop()
 
 
-def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(tmp_path: Path, base_gate: BaseGate,
+def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(archiving: Archiving, base_gate: BaseGate,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = make_settings(tmp_path, snapshot_interval=0)
-    pg = start_archiving_postgres(settings)
-    mirror = Mirror(settings, pg.dsn)
-    try:
-        first = mirror.sync_once().generation
-        base_gate.fail.touch()
-        _routine_base_due(monkeypatch, True)
-        monkeypatch.setattr(basebackup, "RETRY_FIRST_SECONDS", 3600.0)
-        mirror.sync_once()
-        wait_for(lambda: "base_error" in mirror.info(), 120, "the new base to fail")
-        info = mirror.info()
-        assert "No space left on device" in info["base_error"] and "new_base" not in info
-        assert info["state"] == "idle" and mirror.healthy()  # WAL shipping is not what failed
-        assert render_mirror(mirror)[1].startswith("mirror: the last new base failed, retrying (rsync into the root folder failed")
+    settings, pg, mirror = archiving.settings, archiving.pg, archiving.mirror
+    base_gate.fail.touch()
+    _routine_base_due(monkeypatch, True)
+    monkeypatch.setattr(basebackup, "RETRY_FIRST_SECONDS", 3600.0)
+    mirror.sync_once()
+    wait_for(lambda: "base_error" in mirror.info(), 120, "the new base to fail")
+    info = mirror.info()
+    assert "No space left on device" in info["base_error"] and "new_base" not in info
+    assert info["state"] == "idle" and mirror.healthy()  # WAL shipping is not what failed
+    assert render_mirror(mirror)[1].startswith("mirror: the last new base failed, retrying (rsync into the root folder failed")
 
-        execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
-        switch_wal(settings, pg.dsn)
-        report = mirror.sync_once()
-        assert report.segments >= 1 and "new_base" not in mirror.info()  # no new attempt before the backoff ends
-        assert [g.id for g in list_generations(settings)] == [first]
-        assert not snapshots.outbox_dir(settings).joinpath("base").exists()
-        assert not snapshots.base_outbox_dir(settings).joinpath("base").exists()
-    finally:
-        mirror.stop()
-        kill_postgres(pg)
+    execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
+    switch_wal(settings, pg.dsn)
+    report = mirror.sync_once()
+    assert report.segments >= 1 and "new_base" not in mirror.info()  # no new attempt before the backoff ends
+    assert [g.id for g in list_generations(settings)] == [archiving.first]
+    assert not snapshots.outbox_dir(settings).joinpath("base").exists()
+    assert not snapshots.base_outbox_dir(settings).joinpath("base").exists()
 
 
 def _staged_segments(settings: Settings) -> list[str]:
