@@ -7,9 +7,9 @@ fits its column. A refusal is an `ApiError` with a message naming the offending 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 

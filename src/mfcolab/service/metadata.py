@@ -17,9 +17,9 @@ from aiohttp import web
 from . import sql
 from .clock import now_ms
 from .database import db
-from .sql import Keyed
 from .http import ApiError, endpoint, json_text
 from .inputs import as_list, body_text, check_value, list_item, opt_text, parse_json, path_ids, text_list
+from .sql import Keyed
 
 NOT_REGISTERED = "need to register run_id and task_id first"
 

@@ -32,16 +32,17 @@ def _expand(template: str, run_numeric: bool, task_numeric: bool) -> str:
     def run(alias: str) -> str:
         return f"{alias}.run_number = $2" if run_numeric else f"{alias}.run_id = $2"
 
+    def task(alias: str) -> str:
+        return f"{alias}.task_id = $4" if task_numeric else f"{alias}.task_name = $4"
+
     def predicate(match: re.Match[str]) -> str:
         kind, alias = match.group(1), match.group(2)
         if kind == "RUN":
             return run(alias)
         if kind == "TASK":
-            return f"{alias}.task_id = $4" if task_numeric else f"{alias}.task_name = $4"
+            return task(alias)
         path = f"{alias}.flow_id = $1 AND {run(alias)} AND {alias}.step_name = $3"
-        if task_numeric:
-            return f"{alias}.task_id = $4 AND ({path}) IS TRUE"
-        return f"{path} AND {alias}.task_name = $4"
+        return f"{task(alias)} AND ({path}) IS TRUE" if task_numeric else f"{path} AND {task(alias)}"
 
     return _TOKEN.sub(predicate, template)
 
