@@ -104,6 +104,7 @@ def give_to_server_user(path: Path, mode: int = 0o700) -> None:
     if user is None:
         path.chmod(mode)
         return
+    ensure_server_user()
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
     for folder, _dirs, files in os.walk(path):
