@@ -100,6 +100,10 @@ class Settings:
             raise ConfigError(f"unknown UI {self.ui!r}", f"--ui {' or '.join(UIS)}")
         if self.no_auth and self.host not in ("127.0.0.1", "localhost"):
             raise ConfigError("--no-auth is only allowed on a front door bound to 127.0.0.1", "drop --no-auth")
+        if self.no_auth and self.tunnel:
+            # The tunnel publishes the 127.0.0.1 door on the internet: no key there means no lock at all.
+            raise ConfigError("--no-auth (or MFCOLAB_NO_AUTH) is refused while the tunnel is on: it would publish "
+                              "the service without a key", "drop --no-auth, or add --no-tunnel")
         if self.pgdata == self.root or self.root in self.pgdata.parents:
             raise ConfigError(
                 f"the Postgres data directory {self.pgdata} is inside the root folder {self.root}",
