@@ -431,15 +431,26 @@ def test_login_takes_json_and_rejects_garbage_with_400(stack: Stack, http: reque
     for body in [b"{not json", b"[1, 2]", b'{"key": 5}', b"\xff\xfe"]:
         answer = http.post(f"{stack.door}/login", data=body, headers={"Content-Type": "application/json"})
         assert answer.status_code == 400 and answer.json()["message"], body
-    missing = http.post(f"{stack.door}/login", data=b"\x00\xff garbage", headers={"Content-Type": "text/plain"})
+    garbled = http.post(f"{stack.door}/login", data=b"\x00\xff garbage", headers={"Content-Type": "text/plain"})
+    assert garbled.status_code == 400
+    missing = http.post(f"{stack.door}/login", data=b"next=/", headers={"Content-Type": "text/plain"})
     assert missing.status_code == 401
 
 
-def test_a_browser_without_the_key_gets_the_login_page(stack: Stack, http: requests.Session) -> None:
-    answer = http.get(f"{stack.door}/flows/A/runs/1?tab=dag", headers={"Accept": "text/html,*/*"})
-    assert answer.status_code == 401
-    assert answer.headers["Content-Type"].startswith("text/html")
-    assert 'action="/login"' in answer.text and 'value="/flows/A/runs/1?tab=dag"' in answer.text
+def test_a_browser_without_the_key_is_sent_to_the_login_page_and_back(stack: Stack, http: requests.Session) -> None:
+    page = {"Accept": "text/html,*/*"}
+    answer = http.get(f"{stack.door}/flows/A/runs/1?tab=dag", headers=page, allow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/login?next=/flows/A/runs/1%3Ftab%3Ddag"
+    form = http.get(stack.door + answer.headers["Location"], headers=page)
+    assert form.status_code == 200 and 'value="/flows/A/runs/1?tab=dag"' in form.text
+    signed_in = http.post(f"{stack.door}/login", data={"key": KEY, "next": "/flows/A/runs/1?tab=dag"},
+                          headers=page, allow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/flows/A/runs/1?tab=dag"
+    off_site = requests.get(f"{stack.door}//evil.example/x", headers=page, allow_redirects=False)
+    assert off_site.headers["Location"] == "/login?next=/"
+    as_api = requests.get(f"{stack.door}/flows/A", headers={"Accept": "application/json"})
+    assert as_api.status_code == 401 and as_api.json()["message"]
 
 
 # ---------------------------------------------------------------- proxying

@@ -1,66 +1,102 @@
-"""The access key: who may pass the front door, and the browser login that trades the key for a cookie.
+"""The access key: who may pass the front door, and the browser login that trades the key for a session.
 
 A request is let in when it carries the key in the `x-api-key` header (what the Metaflow client
-sends from METAFLOW_SERVICE_AUTH_KEY) or the session cookie that POST /login hands out. The cookie
-holds an HMAC of the key, never the key itself, so a leaked cookie does not reveal the key, and a
-new key invalidates every cookie. Every comparison is constant-time.
+sends from METAFLOW_SERVICE_AUTH_KEY) or a live session cookie from POST /login. Sessions are
+random ids kept server-side (sessions.py): /logout ends one, a new key ends them all. With a
+key file, the key is read again when the file changes, so `mfcolab rotate-key` takes effect in
+a running door. Every comparison is constant-time.
+
+The guard in front of every route (guard.py) decides what an unauthenticated request may cost.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
 import html
 import json
 import logging
-from urllib.parse import urlsplit
+import os
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from .sessions import TOTAL as SESSION_LIFETIME
+from .sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
 HEADER = "x-api-key"
 COOKIE = "mfcolab_session"
-COOKIE_MAX_AGE = 30 * 24 * 3600
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
-_COOKIE_LABEL = b"mfcolab front door session v1"
-_MAX_KEY_LENGTH = 4096
+MAX_KEY_LENGTH = 4096
+LOGIN_BODY_LIMIT = 4096  # a login form is well under 1 KiB
+LOGIN_BODY_TIMEOUT = 10.0
+KEY_CHECK_INTERVAL = 1.0
 
 
 class AccessKey:
-    """Holds the key and the cookie value derived from it; answers whether a request carries either."""
+    """The key (from `key`, or from `key_file` re-read when it changes) and the browser sessions under it."""
 
-    __slots__ = ("_key", "_key_bytes", "cookie_value")
-
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, key_file: Path | None = None, sessions: SessionStore | None = None) -> None:
         if not key:
             raise ValueError("the access key must not be empty")
         self._key = key
-        self._key_bytes = key.encode()
-        self.cookie_value = hmac.new(self._key_bytes, _COOKIE_LABEL, hashlib.sha256).hexdigest()
+        self.key_file = key_file
+        self.sessions = sessions or SessionStore(None)
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked_at = 0.0
+
+    @property
+    def key(self) -> str:
+        if self.key_file is not None and time.monotonic() - self._checked_at >= KEY_CHECK_INTERVAL:
+            self._checked_at = time.monotonic()
+            self._reload()
+        return self._key
+
+    def _reload(self) -> None:
+        assert self.key_file is not None
+        try:
+            info = os.stat(self.key_file)
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if stamp == self._stamp:
+                return
+            text = self.key_file.read_text(errors="strict").strip() if info.st_size <= MAX_KEY_LENGTH else ""
+        except (OSError, ValueError):
+            return  # keep the key we have: a missing or garbled file must not open the door
+        self._stamp = stamp
+        if text and text != self._key:
+            log.info("front door: the access key changed (%s)", self.key_file)
+            self._key = text
 
     def matches(self, supplied: str) -> bool:
-        """True when `supplied` is the key. Non-ASCII input is compared as UTF-8 bytes."""
-        try:
-            return hmac.compare_digest(supplied, self._key)
-        except TypeError:
-            return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), self._key_bytes)
+        """True when `supplied` is the key. Any string compares safely, lone surrogates included."""
+        if len(supplied) > MAX_KEY_LENGTH:
+            return False
+        return hmac.compare_digest(_as_bytes(supplied), _as_bytes(self.key))
+
+    def session_of(self, request: web.BaseRequest) -> str | None:
+        """The live session id the request's cookie carries, if any."""
+        if "Cookie" not in request.headers:
+            return None
+        cookie = request.cookies.get(COOKIE)
+        if not cookie:
+            return None
+        return cookie if self.sessions.valid(self.key, cookie) else None
 
     def admits(self, request: web.BaseRequest) -> bool:
-        """True when the request carries the key in the header or a valid session cookie."""
+        """True when the request carries the key in the header or a live session cookie."""
         supplied = request.headers.get(HEADER)
         if supplied is not None:
             return self.matches(supplied)
-        if "Cookie" not in request.headers:
-            return False
-        cookie = request.cookies.get(COOKIE)
-        if cookie is None:
-            return False
-        try:
-            return hmac.compare_digest(cookie, self.cookie_value)
-        except TypeError:
-            return False
+        return self.session_of(request) is not None
+
+
+def _as_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def original_scheme(request: web.BaseRequest) -> str:
@@ -114,12 +150,10 @@ def json_error(status: int, message: str, **headers: str) -> web.Response:
 
 
 def refusal(request: web.BaseRequest) -> web.StreamResponse:
-    """The 401 for a request without a valid key: the login page for a browser, JSON for everyone else."""
+    """The answer to a request without a valid key: a browser is sent to the login page
+    (303, with the path it asked for as `next`), everyone else gets a 401 in JSON."""
     if wants_html(request):
-        page = login_page(next_path=request.rel_url.raw_path_qs, error="Sign in with the mfcolab access key.")
-        response = web.Response(status=401, text=page, content_type="text/html")
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return see_other("/login?next=" + quote(safe_next(request.rel_url.raw_path_qs), safe="/"))
     supplied = HEADER in request.headers
     message = (
         "the access key in the x-api-key header is wrong"
@@ -163,28 +197,55 @@ def login_page(next_path: str, error: str = "") -> str:
 
 
 class LoginInputError(ValueError):
-    """The login body is not a form or JSON object with a string 'key'."""
+    """The login body is not a small form or JSON object with a string 'key'."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def _read_login_form(request: web.Request) -> tuple[str | None, str]:
-    """The submitted key and next path, from a form or a JSON object. Raises LoginInputError on garbage."""
+    """The submitted key and next path, from a form or a JSON object of at most LOGIN_BODY_LIMIT
+    bytes, read within LOGIN_BODY_TIMEOUT. Raises LoginInputError on anything else."""
+    raw = await _read_small_body(request)
     if request.content_type == "application/json":
         try:
-            data = await request.json()
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(raw)
+        except ValueError:
             raise LoginInputError("login body is not valid JSON") from None
         if not isinstance(data, dict):
             raise LoginInputError("login body must be a JSON object with a 'key' field")
         key, next_path = data.get("key"), data.get("next")
-    else:
+    elif request.content_type in ("application/x-www-form-urlencoded", "application/octet-stream", "text/plain"):
         try:
-            form = await request.post()
+            form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=8))
         except (ValueError, UnicodeDecodeError):
             raise LoginInputError("login body is not a valid form") from None
         key, next_path = form.get("key"), form.get("next")
+    else:
+        raise LoginInputError("sign in with a form (application/x-www-form-urlencoded) or JSON", 415)
     if key is not None and not isinstance(key, str):
         raise LoginInputError("'key' must be a string")
     return key, next_path if isinstance(next_path, str) else "/"
+
+
+async def _read_small_body(request: web.Request) -> bytes:
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise LoginInputError("the login body must not be compressed")
+    if (request.content_length or 0) > LOGIN_BODY_LIMIT:
+        raise LoginInputError(f"a login body is at most {LOGIN_BODY_LIMIT} bytes", 413)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(LOGIN_BODY_TIMEOUT):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > LOGIN_BODY_LIMIT:
+                    raise LoginInputError(f"a login body is at most {LOGIN_BODY_LIMIT} bytes", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise LoginInputError("the login body did not arrive in time", 408) from None
+    return b"".join(chunks)
 
 
 class LoginRoutes:
@@ -211,11 +272,13 @@ class LoginRoutes:
         try:
             key, next_path = await _read_login_form(request)
         except LoginInputError as exc:
-            return json_error(400, str(exc))
+            response = json_error(exc.status, str(exc))
+            response.force_close()  # what is left of the body is not worth reading
+            return response
         target = safe_next(next_path)
         if self.access is None:
             raise web.HTTPSeeOther(target)
-        if key is None or len(key) > _MAX_KEY_LENGTH or not self.access.matches(key):
+        if key is None or not self.access.matches(key):
             log.warning("front door: failed sign-in from %s", request.remote)
             if wants_html_post(request):
                 page = login_page(target, error="That key is not right. Try again.")
@@ -224,8 +287,8 @@ class LoginRoutes:
         response = see_other(target)
         response.set_cookie(
             COOKIE,
-            self.access.cookie_value,
-            max_age=COOKIE_MAX_AGE,
+            self.access.sessions.open(self.access.key),
+            max_age=SESSION_LIFETIME,
             path="/",
             httponly=True,
             samesite="Lax",
@@ -234,6 +297,10 @@ class LoginRoutes:
         return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
+        if self.access is not None:
+            session = self.access.session_of(request)
+            if session is not None:
+                self.access.sessions.close(self.access.key, session)
         response = see_other("/login")
         response.del_cookie(COOKIE, path="/", secure=request_is_https(request), httponly=True, samesite="Lax")
         return response
@@ -250,8 +317,11 @@ def auth_middleware(access: AccessKey) -> Middleware:
 
     @web.middleware
     async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not access.admits(request) and request.path not in OPEN_PATHS:
-            return refusal(request)
+        if request.path not in OPEN_PATHS and not access.admits(request):
+            response = refusal(request)
+            if request.body_exists:
+                response.force_close()  # never read, let alone decompress, a keyless body
+            return response
         return await _handle_unmatched(request, handler)
 
     return check_key

@@ -40,6 +40,8 @@ from mfcolab.auth import (
     unmatched_as_json,
 )
 from mfcolab.errors import ConfigError
+from mfcolab.guard import SERVER_SETTINGS, add_security_headers, guard_middleware, passes_encoded_bodies
+from mfcolab.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class WireSafeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     """An AppRunner whose access and error logs carry no secrets."""
     server_log = WireSafeLog(logging.getLogger(__name__ + ".http"), {})
-    return web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, logger=server_log, **kwargs)
+    return web.AppRunner(app, access_log_format=ACCESS_LOG_FORMAT, logger=server_log, **{**SERVER_SETTINGS, **kwargs})
 
 
 def create_app(
@@ -119,14 +121,20 @@ def create_app(
     static_dir: Path | None = None,
     *,
     client_max_size: int = DEFAULT_CLIENT_MAX_SIZE,
+    key_file: Path | None = None,
+    sessions_file: Path | None = None,
 ) -> web.Application:
     """Build the front door. `key=None` turns auth off (the caller allows that only on 127.0.0.1).
 
     `client_max_size` bounds bodies read whole by in-process handlers (the native service's JSON);
-    proxied bodies are streamed and not bounded by it."""
-    access = AccessKey(key) if key is not None else None
+    proxied bodies are streamed and not bounded by it. With `key_file`, a new key written there
+    replaces `key` in the running door; `sessions_file` keeps browser sessions across restarts."""
+    access = (
+        AccessKey(key, key_file=key_file, sessions=SessionStore(sessions_file)) if key is not None else None
+    )
     middleware = auth_middleware(access) if access is not None else unmatched_as_json
-    app = web.Application(middlewares=[middleware], client_max_size=client_max_size)
+    app = web.Application(middlewares=[guard_middleware(access), middleware], client_max_size=client_max_size)
+    add_security_headers(app)
     forwarder = Forwarder()
     app.cleanup_ctx.append(forwarder.session_context)
 
@@ -198,6 +206,7 @@ class Forwarder:
         return self._session
 
     def mount(self, app: web.Application, prefix: str, upstream: Upstream) -> None:
+        @passes_encoded_bodies
         async def forward(request: web.Request) -> web.StreamResponse:
             return await self.forward(request, upstream)
 

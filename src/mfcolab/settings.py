@@ -154,6 +154,10 @@ class Settings:
         return self.root / "db_password"
 
     @property
+    def sessions_file(self) -> Path:
+        return self.root / "sessions.json"
+
+    @property
     def connection_file(self) -> Path:
         return self.root / "connection.json"
 

@@ -45,7 +45,9 @@ def build_app(settings: Settings) -> Any:
         from .official import ui_static_dir
 
         static_dir = ui_static_dir(settings)
-    return frontdoor.create_app(key, metadata, api=api, static_dir=static_dir)
+    return frontdoor.create_app(
+        key, metadata, api=api, static_dir=static_dir, key_file=settings.key_file, sessions_file=settings.sessions_file
+    )
 
 
 def serve(settings: Settings) -> None:
