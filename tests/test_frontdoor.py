@@ -811,3 +811,170 @@ def test_the_key_and_the_cookie_never_reach_a_log_line(
         assert KEY not in line, line
         assert cookie_value not in line, line
     assert KEY not in caplog.text and cookie_value not in caplog.text
+
+
+# ---------------------------------------------------------------- sessions (issue 8 M3)
+
+
+def door_with_files(stack: Stack, folder: Path, key: str = KEY) -> tuple[str, Path, Path]:
+    """A door whose key lives in a file and whose sessions are kept in a file, as `web.py` builds it."""
+    key_file, sessions_file = folder / "access_key", folder / "sessions.json"
+    if not key_file.exists():
+        key_file.write_text(key + "\n")
+    door = stack.servers.serve(
+        create_app(key_file.read_text().strip(), metadata_subapp(), key_file=key_file, sessions_file=sessions_file)
+    )
+    return door, key_file, sessions_file
+
+
+def cookie_after_login(base: str, key: str = KEY) -> str:
+    answer = requests.post(f"{base}/login", data={"key": key}, allow_redirects=False)
+    assert answer.status_code == 303
+    return answer.cookies[COOKIE]
+
+
+def opens(base: str, cookie: str) -> bool:
+    return requests.get(f"{base}/metadata/ping", cookies={COOKIE: cookie}).status_code == 200
+
+
+def test_each_login_gets_its_own_random_session_and_logout_ends_it(stack: Stack, tmp_path: Path) -> None:
+    door, _, sessions_file = door_with_files(stack, tmp_path)
+    first, second = cookie_after_login(door), cookie_after_login(door)
+    assert first != second and KEY not in first
+    assert opens(door, first) and opens(door, second)
+    out = requests.get(f"{door}/logout", cookies={COOKIE: first}, allow_redirects=False)
+    assert out.status_code == 303
+    assert not opens(door, first), "a cookie kept after /logout must not open the door"
+    assert opens(door, second)
+    stored = sessions_file.read_text()
+    assert first not in stored and second not in stored
+    assert sessions_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_sessions_outlive_the_web_process_and_a_new_key_ends_them(stack: Stack, tmp_path: Path) -> None:
+    door, key_file, _ = door_with_files(stack, tmp_path)
+    cookie = cookie_after_login(door)
+    restarted, _, _ = door_with_files(stack, tmp_path)
+    assert opens(restarted, cookie)
+    key_file.write_text("a-brand-new-key-0123456789\n")
+    wait_until(lambda: not opens(restarted, cookie), "the running door to drop sessions of the old key")
+    assert requests.get(f"{restarted}/metadata/ping", headers={"x-api-key": KEY}).status_code == 401
+    assert requests.get(f"{restarted}/metadata/ping", headers={"x-api-key": "a-brand-new-key-0123456789"}).ok
+    assert opens(restarted, cookie_after_login(restarted, "a-brand-new-key-0123456789"))
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"format": 1, "sessions": [1]}', b"\xff" * 10,
+                                     b'{"format": 1, "sessions": {"zz": [1, 2], "' + b"a" * 64 + b'": ["x", 1]}}'])
+def test_a_hostile_sessions_file_opens_nothing_and_breaks_nothing(stack: Stack, tmp_path: Path, content: bytes) -> None:
+    door, _, sessions_file = door_with_files(stack, tmp_path)
+    sessions_file.write_bytes(content)
+    assert not opens(door, "a" * 43)
+    assert opens(door, cookie_after_login(door))
+
+
+def test_sessions_expire_when_idle_and_in_all(tmp_path: Path) -> None:
+    from mfcolab import sessions
+
+    now = [1_000_000.0]
+    store = sessions.SessionStore(tmp_path / "sessions.json", clock=lambda: now[0])
+    idle, busy = store.open(KEY), store.open(KEY)
+    for _ in range(5):
+        now[0] += sessions.IDLE / 2
+        assert store.valid(KEY, busy)
+    assert not store.valid(KEY, idle)
+    now[0] += sessions.TOTAL
+    assert not store.valid(KEY, busy)
+    assert not sessions.SessionStore(tmp_path / "sessions.json", clock=lambda: now[0]).valid(KEY, busy)
+
+
+# ---------------------------------------------------------------- what a request without the key costs (M1, M2, L1, L2)
+
+
+def test_login_bodies_are_small_and_never_decompressed(stack: Stack) -> None:
+    import gzip
+
+    big = requests.post(f"{stack.door}/login", data={"key": "x" * 10_000})
+    assert big.status_code == 413
+    zipped = requests.post(f"{stack.door}/login", data=gzip.compress(b"key=" + b"0" * 60_000),
+                           headers={"Content-Encoding": "gzip", "Content-Type": "application/x-www-form-urlencoded"})
+    assert zipped.status_code == 400 and "compressed" in zipped.json()["message"]
+    surrogate = requests.post(f"{stack.door}/login", data=b'{"key":"\\ud800"}',
+                              headers={"Content-Type": "application/json"})
+    assert surrogate.status_code == 401
+
+
+def test_a_body_labelled_gzip_that_is_not_is_a_400_with_or_without_the_key(stack: Stack) -> None:
+    for headers in ({}, {"x-api-key": KEY}):
+        answer = requests.post(f"{stack.door}/metadata/flows/A", data=b"not gzip at all",
+                               headers={"Content-Encoding": "gzip", **headers})
+        assert answer.status_code == 400 and "compressed" in answer.json()["message"], headers
+    passed_on = upstream_saw(requests.post(f"{stack.door}/api/echo", data=b"raw bytes",
+                                           headers={"Content-Encoding": "gzip", "x-api-key": KEY}))
+    assert passed_on["headers"]["content-encoding"] == "gzip"
+
+
+def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
+    from mfcolab.guard import MAX_UNAUTHENTICATED
+
+    host, port = stack.door.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(MAX_UNAUTHENTICATED):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 100\r\n\r\nkey=")
+            held.append(sock)
+        wait_until(lambda: requests.post(f"{stack.door}/login", data={"key": "k"}).status_code == 503,
+                   "the door to refuse one more keyless request")
+        assert requests.get(f"{stack.door}/metadata/ping", headers={"x-api-key": KEY}).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(lambda: requests.post(f"{stack.door}/login", data={"key": "k"}).status_code == 401,
+               "the door to take keyless requests again")
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfcolab import guard
+
+    monkeypatch.setitem(guard.SERVER_SETTINGS, "keepalive_timeout", 0.5)
+    door = stack.servers.serve(create_app(KEY, metadata_subapp()))
+    host, port = door.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /metadata/ping HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert sock.recv(100) == b""  # closed by the door, not by the 10 s socket timeout
+
+
+# ---------------------------------------------------------------- cross-site requests and framing (L3, L4, L13)
+
+
+def test_cross_site_state_changes_are_refused(stack: Stack, http: requests.Session) -> None:
+    login(http, stack.door)
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example"}, {"Origin": "null"}):
+        answer = http.post(f"{stack.door}/metadata/echo", data=b"{}", headers=headers)
+        assert answer.status_code == 403, headers
+        assert requests.post(f"{stack.door}/login", data={"key": KEY}, headers=headers).status_code == 403
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Origin": stack.door}, {}):
+        assert http.post(f"{stack.door}/metadata/echo", data=b"{}", headers=headers).status_code == 200, headers
+    assert http.get(f"{stack.door}/metadata/ping", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+def test_a_keyless_door_answers_only_to_its_own_host_and_origin(stack: Stack) -> None:
+    port = stack.open.rsplit(":", 1)[1]
+    rebound = requests.get(f"{stack.open}/metadata/ping", headers={"Host": f"evil.example:{port}"})
+    assert rebound.status_code == 421
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert requests.get(f"{stack.open}/metadata/ping", headers={"Host": host}).status_code == 200
+    page_post = requests.post(f"{stack.open}/metadata/echo", data=b"x", headers={
+        "Content-Type": "text/plain", "Origin": "http://evil.example"})
+    assert page_post.status_code == 403
+
+
+def test_no_page_can_frame_the_door(stack: Stack, http: requests.Session) -> None:
+    answers = [http.get(f"{stack.door}/login"), http.get(f"{stack.door}/metadata/ping"), http.get(f"{stack.door}/")]
+    login(http, stack.door)
+    answers += [http.get(f"{stack.door}/"), http.get(f"{stack.door}/api/echo"), http.get(f"{stack.door}/static/js/main.js")]
+    for answer in answers:
+        assert answer.headers["X-Frame-Options"] == "DENY", answer.url
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], answer.url

@@ -46,7 +46,7 @@ class AccessKey:
             raise ValueError("the access key must not be empty")
         self._key = key
         self.key_file = key_file
-        self.sessions = sessions or SessionStore(None)
+        self.sessions = sessions if sessions is not None else SessionStore(None)
         self._stamp: tuple[int, int, int] | None = None
         self._checked_at = 0.0
 
