@@ -79,10 +79,10 @@ class ServiceHandler(BaseHTTPRequestHandler):
         pass
 
 
-def publish(root: Path, url: str) -> None:
+def publish(root: Path, url: str, key: str = KEY) -> None:
     """What the supervisor does: connection.json, replaced in one rename."""
     root.mkdir(parents=True, exist_ok=True)
-    record = {"url": url, "service_url": url + "/metadata", "key": KEY, "datastore_root": str(root / "datastore")}
+    record = {"url": url, "service_url": url + "/metadata", "key": key, "datastore_root": str(root / "datastore")}
     tmp = root / ".connection.json.tmp"
     tmp.write_text(json.dumps(record))
     os.replace(tmp, root / "connection.json")
@@ -129,6 +129,21 @@ def test_relay_forwards_key_body_and_query_and_follows_a_new_url(tmp_path: Path,
                what="the relay to follow the new URL")
     status = requests.get(relay + STATUS_PATH, timeout=5).json()
     assert status["upstream"] == b.url and status["root"] == str(tmp_path / "root") and status["problem"] == ""
+
+
+def test_relay_sends_a_rotated_key_for_a_client_that_has_an_older_one(
+    tmp_path: Path, services: list[Service], relay: str
+) -> None:
+    a, _ = services
+    publish(tmp_path / "root", a.url, key="old-key")
+    assert requests.get(relay + "/metadata/x", headers={"x-api-key": "old-key"}, timeout=5).json()["key"] == "old-key"
+    publish(tmp_path / "root", a.url, key="new-key")  # `mfcolab rotate-key` on the CPU side
+    wait_until(lambda: requests.get(relay + "/metadata/x", headers={"x-api-key": "old-key"}, timeout=5).json()["key"]
+               == "new-key", timeout=10, what="the relay to send the new key")
+    assert requests.get(relay + "/metadata/x", headers={"x-api-key": "new-key"}, timeout=5).json()["key"] == "new-key"
+    stranger = requests.get(relay + "/metadata/x", headers={"x-api-key": "guessed"}, timeout=5).json()
+    assert stranger["key"] == "guessed", "a key the relay never saw is passed on as it is, to be refused"
+    assert requests.get(relay + "/metadata/x", timeout=5).json()["key"] is None
 
 
 def test_relay_answers_503_with_a_message_while_there_is_no_upstream(tmp_path: Path, relay: str) -> None:

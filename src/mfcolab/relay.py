@@ -7,8 +7,11 @@ sends each request to the current URL. While the tunnel is away (a connection er
 Cloudflare's 530 for a hostname with no tunnel behind it) the relay answers 503 with a JSON
 message; the Metaflow client retries 503 with backoff, so a run rides over the restart.
 
-The access key is passed on as the client sent it. The relay goes through the proxy the
-environment names (HTTPS_PROXY), like any other client on the machine.
+The access key is passed on as the client sent it, except that a key connection.json named
+earlier is replaced by the one it names now: after `mfcolab rotate-key` on the CPU side, runs
+that started with the old key keep working. A key the relay never read there is passed on
+unchanged (and refused by the front door). The relay goes through the proxy the environment
+names (HTTPS_PROXY), like any other client on the machine.
 
 Files in the relay's folder: relay.json (pid, port, root; written by the relay once it listens,
 removed when it stops) and relay.log.
@@ -32,7 +35,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from .auth import json_error
+from .auth import HEADER, json_error
 from .component import require_free_port
 from .credentials import write_private
 from .errors import ConfigError, ConnectError, PortBusyError
@@ -56,6 +59,8 @@ class ConnectionSource:
         self.check_interval = check_interval
         self.clock = clock
         self.upstream: Upstream | None = None
+        self.key: str | None = None  # the key connection.json names now
+        self.earlier_keys: set[str] = set()
         self.problem = f"{self.path} has not been read yet"
         self._stamp: tuple[int, int, int] | None = None
         self._checked_at: float | None = None
@@ -83,11 +88,17 @@ class ConnectionSource:
         try:
             record = json.loads(self.path.read_text())
             upstream = Upstream(str(record["url"]), "mfcolab service")
+            key = record.get("key")
         except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
             # Possibly caught mid-sync: leave the stamp unset so the next look reads it again.
             self.problem = f"{self.path} is unreadable ({type(exc).__name__})"
             return
         self._stamp = stamp
+        if isinstance(key, str) and key and key != self.key:
+            if self.key is not None:
+                log.info("the access key in %s changed: sending the new one", self.path)
+                self.earlier_keys.add(self.key)
+            self.key = key
         if self.upstream is None or upstream.url != self.upstream.url:
             log.info("following %s", upstream.url)
         self.upstream, self.problem = upstream, ""
@@ -124,7 +135,7 @@ class Relay:
             self.unavailable += 1
             log.warning("503 for %s %s: %s", request.method, request.path, self.source.problem)
             return json_error(503, f"the mfcolab service is not available: {self.source.problem}")
-        response = await self.forwarder.forward(request, upstream)
+        response = await self.forwarder.forward(self._with_current_key(request), upstream)
         if response.status == 503 and not response.prepared:
             self.unavailable += 1
             log.warning("503 for %s %s: %s is not answering (tunnel restarting?)", request.method, request.path, upstream.url)
@@ -132,6 +143,16 @@ class Relay:
         else:
             self.forwarded += 1
         return response
+
+
+    def _with_current_key(self, request: web.Request) -> web.Request:
+        """The request with the key connection.json names now, when it carries one it named before."""
+        sent, current = request.headers.get(HEADER), self.source.key
+        if sent is None or current is None or sent == current or sent not in self.source.earlier_keys:
+            return request
+        headers = request.headers.copy()
+        headers[HEADER] = current
+        return request.clone(headers=headers)
 
 
 # ---- running it -----------------------------------------------------------------------------------
