@@ -199,8 +199,33 @@ def restore(root: Root = None, local: Local = None,
 
 
 @app.command()
+def key(root: Root = None, local: Local = None) -> None:
+    """Print the access key (`up` prints it masked, so it does not stay in a saved notebook)."""
+    from . import credentials
+    from .errors import ConfigError
+
+    s = settings(root, local)
+    if not s.key_file.is_file():
+        fail(ConfigError(f"no access key in {s.root} yet", f"mfcolab up --root {s.root}"))
+    typer.echo(run(lambda: credentials.access_key(s)))
+
+
+@app.command("rotate-key")
+def rotate_key(root: Root = None, local: Local = None) -> None:
+    """Replace the access key: the old key and every browser session stop working at once."""
+    from . import credentials
+
+    s = settings(root, local)
+    new = run(lambda: credentials.rotate_access_key(s))
+    say(f"new access key: {credentials.masked(new)}")
+    say("the old key and every browser session are refused now; connection.json carries the new key "
+        "(a `connect --watch` relay picks it up; other clients run `mfcolab connect` again)")
+
+
+@app.command()
 def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (omit with --root).")] = None,
-            key: Annotated[Optional[str], typer.Option("--key", help="Access key.")] = None,
+            key: Annotated[Optional[str], typer.Option("--key", help="Access key (visible in ps: prefer --key-file).")] = None,
+            key_file: Annotated[Optional[str], typer.Option("--key-file", help="File holding the access key; - reads stdin.")] = None,
             root: Root = None,
             profile: Annotated[str, typer.Option("--profile", help="Metaflow profile name.")] = "mfcolab",
             watch: Annotated[bool, typer.Option("--watch", help="Follow URL changes through a local relay (needs --root).")] = False,
@@ -209,7 +234,10 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
             local: Local = None) -> None:
     """Point the Metaflow client on this machine at the service."""
     from . import connect as client
+    from .credentials import read_key_file
 
+    if key_file is not None:
+        key = run(lambda: read_key_file(key_file))
     root = root or (Path(os.environ["MF_ROOT"]) if os.environ.get("MF_ROOT") else None)
     folder = _relay_folder(local)
     if stop_relay:

@@ -3,6 +3,7 @@
 `<root>/access_key`   the front door's key, generated once
 `<root>/db_password`  the Postgres password, generated once (it lives inside the restored database too)
 `<root>/connection.json`  what `connect --root` reads: URL, service URL, key, datastore root
+`<root>/sessions.json`  the front door's browser sessions (sessions.py)
 All are written atomically (temporary file, then one rename) with mode 0600.
 """
 
@@ -56,6 +57,40 @@ def access_key(settings: Settings) -> str:
     return _load_or_create(settings.key_file)
 
 
+def rotate_access_key(settings: Settings) -> str:
+    """A new access key: written to the key file (a running front door reads it within a second),
+    every browser session ended, and connection.json rewritten with it (the relay of
+    `connect --watch` follows that file). Returns the new key."""
+    from .sessions import SessionStore
+
+    key = secrets.token_urlsafe(32)
+    write_private(settings.key_file, key + "\n")
+    SessionStore(settings.sessions_file).clear()
+    record = read_connection(settings.root)
+    if isinstance(record, dict) and isinstance(record.get("url"), str):
+        publish_connection(settings, record["url"], key)
+    return key
+
+
+def masked(key: str) -> str:
+    """The key as it may be printed where it is kept (a notebook's output): its first characters only."""
+    return f"{key[:4]}{'*' * 8} ({len(key)} characters; `mfcolab key` prints it)"
+
+
+def read_key_file(path: str) -> str:
+    """A key from a file, or from standard input for "-" (so it stays out of `ps` and shell history)."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the key from {path}: {exc}", "give a file holding only the key, or - for stdin") from exc
+    key = text.strip()
+    if not key or "\n" in key:
+        raise ConfigError(f"{'stdin' if path == '-' else path} does not hold one key", "the file holds the key on one line")
+    return key
+
+
 def db_password(settings: Settings) -> str:
     return _load_or_create(settings.db_password_file)
 
@@ -78,8 +113,11 @@ def publish_connection(settings: Settings, url: str, key: str) -> dict[str, Any]
 
 def read_connection(root: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((root / "connection.json").read_text())
+        record = json.loads((root / "connection.json").read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{root / 'connection.json'} is unreadable: {exc}", "run `mfcolab up` again on the CPU side") from exc
+    if not isinstance(record, dict):
+        raise ConfigError(f"{root / 'connection.json'} is not a connection record", "run `mfcolab up` again on the CPU side")
+    return record

@@ -223,11 +223,11 @@ def summary_lines(settings: Settings, status: dict[str, Any]) -> list[str]:
     lines = [
         f"UI / front door: {url}",
         f"metadata service: {url}/metadata",
-        f"access key:       {key or '(none: --no-auth)'}",
+        f"access key:       {credentials.masked(key) if key else '(none: --no-auth)'}",
         "on the other machine (same shared folder):",
         f"    mfcolab connect --root {settings.root}",
         "or without the shared folder:",
-        f"    mfcolab connect {url}" + (f" --key {key}" if key else ""),
+        f"    mfcolab connect {url}" + (" --key-file FILE   (a file holding the key; - reads stdin)" if key else ""),
     ]
     return lines
 

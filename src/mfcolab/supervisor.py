@@ -69,7 +69,7 @@ class Supervisor:
         from .web import WebComponent
 
         self.settings = settings
-        self.key = credentials.access_key(settings)
+        credentials.access_key(settings)  # created on the first start; read again when published
         self.postgres = Postgres(settings, credentials.db_password(settings), mirror.archive_options(settings))
         self.mirror = mirror.Mirror(settings, self.postgres.dsn)
         components: list[Component] = [self.postgres]
@@ -314,7 +314,7 @@ class Supervisor:
 
     def _publish_url(self, url: str) -> None:
         self.public_url = url
-        credentials.publish_connection(self.settings, url, self.key)
+        credentials.publish_connection(self.settings, url, credentials.access_key(self.settings))  # rotate-key may have changed it
         log.info("published %s to %s", url, self.settings.connection_file)
         self.write_status()
 
