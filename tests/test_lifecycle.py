@@ -26,7 +26,7 @@ def test_lifecycle_up_twice_status_and_down_leaves_nothing(tmp_path: Path) -> No
     stack = Stack(tmp_path, free_port(), free_port())
     first = stack.up()
     assert f"mfcolab connect --root {stack.root}" in first.stdout
-    assert stack.key in first.stdout
+    assert stack.key not in first.stdout and "mfcolab key" in first.stdout  # a saved notebook keeps no key
     assert oct((stack.root / "access_key").stat().st_mode & 0o777) == "0o600"
     connection = (stack.root / "connection.json")
     assert oct(connection.stat().st_mode & 0o777) == "0o600"
@@ -39,6 +39,10 @@ def test_lifecycle_up_twice_status_and_down_leaves_nothing(tmp_path: Path) -> No
     assert {c["name"]: c["state"] for c in status["components"]} == {"postgres": "running", "web": "running"}
     pids = stack_pids(stack)
     assert all(alive(pid) for pid in pids)
+    private = [stack.local / "run" / "supervisor.pid", stack.local / "run" / "supervisor.lock",
+               *sorted((stack.local / "logs").glob("*.log"))]
+    assert len(private) >= 4
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in private} == {p.name: "0o600" for p in private}
 
     second = stack.up(check=False)
     assert second.returncode != 0

@@ -110,8 +110,7 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
     from . import stack
 
     logging.getLogger().setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _log_for_a_long_run()
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
                         cloudflared, registry, proot, image, service_port, ui_port)
     raise typer.Exit(run(lambda: stack.serve(s)))
@@ -264,10 +263,18 @@ def relay(root: Annotated[Path, typer.Option("--root")], relay_port: RelayPort =
     from . import relay as relaying
 
     logging.getLogger().setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _log_for_a_long_run()
     where = relaying.RelayFolder(folder or _relay_folder(local))
     raise typer.Exit(run(lambda: relaying.serve(root.absolute(), relay_port or _default_relay_port(), where)))
+
+
+def _log_for_a_long_run() -> None:
+    """Timestamps on every line, and a repeated error's traceback only once a minute."""
+    from .logfiles import quiet_repeated_errors
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    quiet_repeated_errors()
 
 
 def _relay_folder(local: Path | None) -> Path:

@@ -43,6 +43,7 @@ from typing import Any
 
 from .component import ProcessComponent, port_answers, require_free_port
 from .errors import ContainerError, MissingBinaryError
+from .logfiles import open_log
 from .process import ManagedProcess, find_processes, pid_alive
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,10 @@ class Udocker:
     def _append_log(self, args: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
         shown = ["***" if arg.startswith("--password") else arg for arg in args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} udocker {' '.join(shown)} -> {result.returncode}\n")
-            out.write(result.stdout or "")
-            out.write(result.stderr or "")
+        with open_log(self.log_path) as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} udocker {' '.join(shown)} -> {result.returncode}\n".encode())
+            out.write((result.stdout or "").encode(errors="replace"))
+            out.write((result.stderr or "").encode(errors="replace"))
 
     # tools
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from .logfiles import open_log
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +46,7 @@ class ManagedProcess:
 
     def spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
+        with open_log(self.log_path) as out:
             out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}: {' '.join(self.argv)}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(

@@ -40,6 +40,7 @@ from .component import require_free_port
 from .credentials import write_private
 from .errors import ConfigError, ConnectError, PortBusyError
 from .frontdoor import Forwarder, Upstream, make_runner
+from .logfiles import open_log
 from .process import pid_alive, tail_file
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def start_relay(root: Path, port: int, folder: RelayFolder) -> tuple[dict[str, A
     folder.path.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "mfcolab", "relay", "--root", str(root), "--relay-port", str(port),
             "--folder", str(folder.path)]  # fmt: skip
-    with open(folder.log_file, "ab") as out:
+    with open_log(folder.log_file) as out:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True)  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT

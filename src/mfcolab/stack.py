@@ -21,6 +21,7 @@ from typing import Any
 from . import credentials
 from .component import require_free_port
 from .errors import ComponentError, ConfigError, StackStateError
+from .logfiles import open_log
 from .process import in_groups, pid_alive, tail_file
 from .settings import Settings
 
@@ -98,7 +99,7 @@ def up(settings: Settings, *, root_given: bool, progress: Progress) -> dict[str,
     fetch_what_is_missing(settings, progress)
     settings.status_file.unlink(missing_ok=True)
     log_path = settings.logs_dir / "supervisor.log"
-    with open(log_path, "ab") as out:
+    with open_log(log_path) as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "mfcolab", "serve"],
             env={**os.environ, **settings.to_env()},

@@ -24,6 +24,7 @@ import psycopg2
 from . import credentials, schema
 from .component import Component
 from .errors import ComponentError, MfcolabError, StackStateError
+from .logfiles import MAX_BYTES, make_private, rotate_if_large
 from .postgres import Postgres
 from .settings import Settings
 from .states import State
@@ -34,6 +35,7 @@ BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # seconds of RUNNING after which the failure count resets
 TICK = 0.5
 RECOVERY_TIMEOUT = 3600.0  # replaying a long stretch of shipped WAL; progress is shown meanwhile
+LOG_CHECK_INTERVAL = 10.0  # seconds between looks at the log files' sizes
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Supervisor:
     def run(self) -> int:
         lock = self._take_lock()
         self._install_signal_handlers()
-        self.settings.supervisor_pid_file.write_text(f"{os.getpid()}\n")
+        credentials.write_private(self.settings.supervisor_pid_file, f"{os.getpid()}\n")
         try:
             self._start_all()
             if not self._stop.is_set():
@@ -129,6 +131,7 @@ class Supervisor:
 
     def _take_lock(self) -> Any:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.settings.run_dir / "supervisor.lock")
         handle = open(self.settings.run_dir / "supervisor.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -227,10 +230,13 @@ class Supervisor:
         raise ComponentError(f"{component.name} {why}{_log_tail(component)}", f"mfcolab logs {component.name}")
 
     def _watch(self) -> None:
-        next_status = 0.0
+        next_status = next_rotation = 0.0
         while not self._stop.is_set():
             for slot in self.slots:
                 self._check(slot)
+            if time.monotonic() >= next_rotation:
+                self._rotate_logs()
+                next_rotation = time.monotonic() + LOG_CHECK_INTERVAL
             if self._snapshot_requested.is_set():
                 self._snapshot_requested.clear()
                 self._take_snapshot()
@@ -238,6 +244,14 @@ class Supervisor:
                 self.write_status()
                 next_status = time.monotonic() + 1.0
             self._stop.wait(TICK)
+
+    def _rotate_logs(self) -> None:
+        for path in sorted(self.settings.logs_dir.glob("*.log")):
+            try:
+                if rotate_if_large(path):
+                    log.info("rotated %s (over %d MiB)", path.name, MAX_BYTES // 2**20)
+            except OSError as exc:
+                log.warning("could not rotate %s: %s", path, exc.strerror)
 
     def _take_snapshot(self) -> None:
         try:

@@ -114,7 +114,10 @@ def _inherited_env() -> dict[str, str]:
 
 
 def main() -> None:
+    from .logfiles import quiet_repeated_errors
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_repeated_errors()
     settings = Settings.resolve()
     if not settings.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
