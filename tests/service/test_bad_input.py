@@ -130,3 +130,28 @@ def test_the_service_still_serves_real_work_afterwards(session: requests.Session
     api = Api(session, service_url)
     run, task = api.chain(f"After{uuid.uuid4().hex[:8]}")
     assert isinstance(run, int) and isinstance(task, int)
+
+
+def test_tags_are_bounded_in_length_and_count(session: requests.Session, service_url: str) -> None:
+    """One huge tag used to break the step's task list for good (every task row repeats the run's tags)."""
+    from mfcolab.service.inputs import TAG_MAX, TAGS_MAX
+
+    api = Api(session, service_url)
+    flow = f"Tags{uuid.uuid4().hex[:10]}"
+    run, _ = api.chain(flow)
+    too_long, too_many = ["x" * (TAG_MAX + 1)], [f"t{i}" for i in range(TAGS_MAX + 1)]
+    for tags in (too_long, too_many):
+        for field in ("tags", "system_tags"):
+            answer = api.post(f"/flows/{flow}/run", {field: tags, "user_name": "u"})
+            assert answer.status_code == 400 and field in answer.json()["message"], (field, len(tags))
+    for field in ("tags_to_add", "tags_to_remove"):
+        answer = api.patch(f"/flows/{flow}/runs/{run}/tag/mutate", {field: too_long})
+        assert answer.status_code == 400 and field in answer.json()["message"], field
+    for batch in range(TAGS_MAX // 10 + 1):
+        answer = api.patch(f"/flows/{flow}/runs/{run}/tag/mutate",
+                           {"tags_to_add": [f"b{batch}-{i}" for i in range(10)]})
+        if answer.status_code != 200:
+            break
+    assert answer.status_code == 400 and "tags" in answer.json()["message"]
+    fine = api.post(f"/flows/{flow}/run", {"tags": ["x" * TAG_MAX] * 3, "user_name": "u"})
+    assert fine.status_code == 200

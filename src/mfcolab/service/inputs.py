@@ -19,6 +19,10 @@ NAME_MAX = 255
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
 SMALLINT_MAX = 2**15 - 1
+# Tags: Metaflow's own client allows 500 characters and 50 user tags; every task row repeats
+# its run's tags, so one huge tag would make a step's task list too large to build.
+TAG_MAX = 500
+TAGS_MAX = 100
 
 # No stored row has this key: a number too large for its column can only mean "not found".
 MISSING_NUMBER = -1
@@ -185,16 +189,22 @@ def opt_text(body: dict[str, Any], field: str, default: str | None = None, limit
     return check_text(value, field, limit)
 
 
-def text_list(body: dict[str, Any], field: str) -> list[str]:
-    """A list of strings (tags); absent or null is an empty list."""
+def text_list(body: dict[str, Any], field: str, limit: int | None = TAG_MAX) -> list[str]:
+    """A list of strings (tags: at most TAGS_MAX of at most TAG_MAX characters); absent or null is empty."""
     value = body.get(field)
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ApiError(400, f"{field} must be a list of strings")
+    check_tag_count(value, field)
     for item in value:
-        check_text(item, field, None)
+        check_text(item, field, limit)
     return value
+
+
+def check_tag_count(tags: list[str], field: str) -> None:
+    if len(tags) > TAGS_MAX:
+        raise ApiError(400, f"{field} holds {len(tags)} tags; at most {TAGS_MAX} are allowed")
 
 
 def tags_json(body: dict[str, Any], field: str) -> str:

@@ -15,7 +15,7 @@ from aiohttp import web
 from . import sql
 from .database import db
 from .http import ApiError, endpoint, json_text
-from .inputs import as_object, check_text, parse_json, path_ids
+from .inputs import TAG_MAX, as_object, check_tag_count, check_text, parse_json, path_ids
 
 
 def _tag_list(body: dict[str, Any], field: str) -> list[str]:
@@ -26,8 +26,9 @@ def _tag_list(body: dict[str, Any], field: str) -> list[str]:
         raise ApiError(400, f"{field} must be a list")
     if not all(isinstance(tag, str) for tag in value):
         raise ApiError(400, "All tag values must be strings")
+    check_tag_count(value, field)
     for tag in value:
-        check_text(tag, field, None)
+        check_text(tag, field, TAG_MAX)
     return value
 
 
@@ -65,6 +66,8 @@ async def mutate_run_tags(request: web.Request) -> web.Response:
                 if blocked:
                     raise ApiError(422, f"Cannot remove tags that are existing system tags {sorted(blocked)}")
                 tags = next_tags(current, system, add, remove)
+                if len(tags) > len(current):
+                    check_tag_count(tags, "the run's tags")
                 if tags != current:
                     await conn.execute(sql.SET_RUN_TAGS, ids.flow_id, row[0], json.dumps(tags))
     except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
