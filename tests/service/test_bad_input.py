@@ -119,7 +119,7 @@ def test_no_route_answers_5xx_to_generated_input(
         # aiohttp's HTTP parser itself refuses request lines over 8190 bytes (a plain 400).
         assume(len(url) < 8000)
         data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-        resp = session.request(method, url, data=data, timeout=60)
+        resp = session.request(method, url, data=data, timeout=60, headers={"Content-Type": "application/json"})
         check(resp)
 
     probe()
@@ -155,3 +155,14 @@ def test_tags_are_bounded_in_length_and_count(session: requests.Session, service
     assert answer.status_code == 400 and "tags" in answer.json()["message"]
     fine = api.post(f"/flows/{flow}/run", {"tags": ["x" * TAG_MAX] * 3, "user_name": "u"})
     assert fine.status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_body_labelled_other_than_json_is_refused(session: requests.Session, service_url: str, content_type: str) -> None:
+    """What a page of another site can send without a CORS preflight never reaches a handler."""
+    flow = f"Label{uuid.uuid4().hex[:10]}"
+    answer = session.post(f"{service_url}/flows/{flow}", data=b'{"flow_id": "x"}', headers={"Content-Type": content_type},
+                          timeout=30)
+    assert answer.status_code == 415 and "JSON" in answer.json()["message"]
+    assert session.get(f"{service_url}/flows/{flow}", timeout=30).status_code == 404
+    assert session.post(f"{service_url}/flows/{flow}", json={"flow_id": flow}, timeout=30).status_code == 200

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from . import admin, artifacts, flows, metadata, runs, steps, tags, tasks
 from .database import DB_KEY, Database
-from .http import CONNECTION_LOST
+from .http import CONNECTION_LOST, json_bodies_only
 from .routing import ShapeRouter
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -52,7 +52,7 @@ def create_app(dsn: str, *, pool_min: int = 2, pool_max: int = 10) -> web.Applic
     """The metadata service with its routes at the root (/ping, /flows/...). The asyncpg pool
     opens when the application (or the application it is mounted in) starts, and closes
     when it stops."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_bodies_only])
     database = Database(dsn, pool_min, pool_max)
     app[DB_KEY] = database
     app[CONNECTION_LOST] = database.connection_lost

@@ -76,6 +76,18 @@ _UNAVAILABLE = (
 )
 
 
+@web.middleware
+async def json_bodies_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body labelled as anything but JSON is refused before any handler parses it: a form or
+    text/plain is what a web page can send another site without asking first. An unlabelled
+    body is taken (the Metaflow client's heartbeat sends one); the front door's cross-site check
+    covers browsers there."""
+    labelled = "Content-Type" in request.headers
+    if request.body_exists and labelled and request.content_type != "application/json":
+        return message(415, f"the request body must be JSON (Content-Type: application/json), not {request.content_type}")
+    return await handler(request)
+
+
 def endpoint(handler: Handler) -> Handler:
     """Turn every failure of `handler` into a JSON error response; never let one escape."""
 
