@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import free_port, wait_until
-from mfcolab import credentials, stack
-from mfcolab.settings import Settings
-from mfcolab.sessions import SessionStore
 from stack_helpers import mfcolab
+
+from mfcolab import credentials, stack
+from mfcolab.sessions import SessionStore
+from mfcolab.settings import Settings
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def door(root: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, **Settings.resolve(root=root, local=tmp_path / "local", port=port, tunnel=False,
                                                engine="official", service_port=free_port()).to_env()}
-    log = open(tmp_path / "web.log", "ab")
-    child = subprocess.Popen([sys.executable, "-m", "mfcolab.web"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "web.log", "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "mfcolab.web"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url) or child.poll() is not None, timeout=30, what="the front door")
@@ -77,7 +77,6 @@ def door(root: Path, tmp_path: Path) -> Iterator[str]:
     finally:
         child.terminate()
         child.wait(10)
-        log.close()
 
 
 def _answers(url: str) -> bool:
@@ -108,11 +107,11 @@ def test_connect_takes_the_key_from_a_file_or_stdin(tmp_path: Path, from_stdin: 
     key_file.write_text(key + "\n")
     args = ["connect", "http://127.0.0.1:9", "--key-file", "-" if from_stdin else str(key_file)]
     result = subprocess.run([sys.executable, "-m", "mfcolab", *args], input=key + "\n" if from_stdin else "",
-                            capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
+                            capture_output=True, text=True, env=env_for(tmp_path), timeout=60, check=False)
     # Nothing listens on port 9: the key was read, and the ping is what fails, in one line.
     assert result.returncode == 1 and "does not answer" in result.stderr, result.stderr
     empty = subprocess.run([sys.executable, "-m", "mfcolab", "connect", "http://127.0.0.1:9", "--key-file", "-"],
-                           input="", capture_output=True, text=True, env=env_for(tmp_path), timeout=60)
+                           input="", capture_output=True, text=True, env=env_for(tmp_path), timeout=60, check=False)
     assert empty.returncode == 1 and "does not hold one key" in empty.stderr
 
 

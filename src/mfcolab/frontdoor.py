@@ -40,7 +40,12 @@ from mfcolab.auth import (
     unmatched_as_json,
 )
 from mfcolab.errors import ConfigError
-from mfcolab.guard import SERVER_SETTINGS, add_security_headers, guard_middleware, passes_encoded_bodies
+from mfcolab.guard import (
+    SERVER_SETTINGS,
+    add_security_headers,
+    guard_middleware,
+    passes_encoded_bodies,
+)
 from mfcolab.sessions import SessionStore
 
 log = logging.getLogger(__name__)

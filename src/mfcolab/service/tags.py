@@ -15,7 +15,14 @@ from aiohttp import web
 from . import sql
 from .database import db
 from .http import ApiError, endpoint, json_text
-from .inputs import TAG_MAX, as_object, check_tag_count, check_text, parse_json, path_ids
+from .inputs import (
+    TAG_MAX,
+    as_object,
+    check_tag_count,
+    check_text,
+    parse_json,
+    path_ids,
+)
 
 
 def _tag_list(body: dict[str, Any], field: str) -> list[str]:
