@@ -6,7 +6,8 @@ unmatchable (`mfcolab rotate-key` also empties the file). A session ends after I
 without use, after TOTAL seconds in all, or at /logout.
 
 The root folder is writable by every notebook that mounts it, so the file is untrusted input:
-anything malformed in it is skipped, and it is read again only when its size or mtime changes.
+anything malformed in it is skipped. It is looked at (one stat: Drive is a FUSE mount) at most
+once per CHECK_INTERVAL, and read again only when its size or mtime changed.
 Writes are atomic and 0600 (credentials.write_private).
 """
 
@@ -32,6 +33,7 @@ TOTAL = 30 * 24 * 3600
 MAX_SESSIONS = 200  # the oldest go first beyond this
 MAX_FILE_BYTES = 256 * 1024
 SEEN_PRECISION = 3600  # "last used" is written back at most this often per session
+CHECK_INTERVAL = 1.0
 _FORMAT = 1
 
 
@@ -48,6 +50,7 @@ class SessionStore:
         self.clock = clock
         self._sessions: dict[str, tuple[float, float]] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self._looked_at = float("-inf")
 
     def open(self, key: str) -> str:
         """Start a session for a browser that gave `key`; returns the id for its cookie."""
@@ -94,8 +97,9 @@ class SessionStore:
     # -- the file -------------------------------------------------------------------------
 
     def _reload(self) -> None:
-        if self.path is None:
+        if self.path is None or time.monotonic() - self._looked_at < CHECK_INTERVAL:
             return
+        self._looked_at = time.monotonic()
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
