@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from helpers import free_port, wait_until
 from stack_helpers import Stack, mfcolab, run_id_from
 
