@@ -196,6 +196,8 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
         if target_time is not None:
             target_time = _reachable_target(wal_dir, target_time, progress)
         _configure_recovery(work, wal_dir, target_time)
+        log.info("recovery of generation %s: WAL %s..%s from %s, %s", generation.id, generation.start_segment, end,
+                 wal_dir, f"stopping after {target_time.isoformat()}" if target_time else "replaying all of it")
         if pgdata.exists():
             pgdata.rmdir()  # empty (checked by the callers)
         os.rename(work, pgdata)
