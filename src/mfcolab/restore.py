@@ -39,7 +39,7 @@ CONF_END = "# mfcolab restore: end"
 class GenerationInfo:
     id: str
     created: float  # its base was complete: the earliest time `--until` can reach through it
-    until: float  # the latest time `--until` reaches through it (when its newest WAL was shipped)
+    until: float  # the latest time `--until` chooses it for (for the newest: when its newest WAL was shipped)
     timeline: int
     size_bytes: int
     newest: bool
