@@ -103,7 +103,8 @@ def tail_file(path: Path, lines: int = 20) -> str:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 64 * 1024))
-            return b"\n".join(handle.read().splitlines()[-lines:]).decode(errors="replace")
+            kept = handle.read().splitlines()[-lines:] if lines > 0 else []
+            return b"\n".join(kept).decode(errors="replace")
     except OSError:
         return ""
 

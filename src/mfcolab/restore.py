@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import re
 import shutil
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import postgres, snapshots
-from .errors import ConfigError, SnapshotError, StackStateError
+from .errors import ConfigError, MfcolabError, SnapshotError, StackStateError
 from .process import pid_alive
 from .settings import Settings
 from .snapshots import Generation, Manifest
@@ -35,23 +38,50 @@ CONF_END = "# mfcolab restore: end"
 @dataclasses.dataclass(frozen=True)
 class GenerationInfo:
     id: str
-    created: float
-    until: float  # when the newest WAL it replays was shipped
+    created: float  # its base was complete: the earliest time `--until` can reach through it
+    until: float  # the latest time `--until` chooses it for (for the newest: when its newest WAL was shipped)
     timeline: int
     size_bytes: int
     newest: bool
 
 
 def list_generations(settings: Settings) -> list[GenerationInfo]:
-    """Complete generations in the root folder, oldest first."""
+    """Complete generations in the root folder, oldest first, each with its restorable window."""
     manifest = snapshots.load_manifest(settings)
     if manifest is None:
         return []
     newest = manifest.newest()
     return [
-        GenerationInfo(g.id, g.created, manifest.restored_until(g), g.timeline, g.base_bytes + g.wal_bytes, g is newest)
+        GenerationInfo(g.id, g.created, _window_end(manifest, g), g.timeline, g.base_bytes + g.wal_bytes, g is newest)
         for g in manifest.generations
     ]
+
+
+def window_lines(generations: list[GenerationInfo]) -> list[str]:
+    """`mfcolab restore --list`: one line per generation, its window in local time (what --until takes)."""
+    if not generations:
+        return ["no snapshot in the root folder"]
+    lines = [f"{'generation':<27} {'timeline':>8}  {'restorable from':<25}  {'to':<25}  size"]
+    for g in generations:
+        newest = "  (newest)" if g.newest else ""
+        lines.append(f"{g.id:<27} {g.timeline:>8}  {_local_time(g.created, round_up=True):<25}  {_local_time(g.until):<25}"
+                     f"  {g.size_bytes / 1e6:.1f} MB{newest}")
+    return lines
+
+
+def _local_time(epoch: float, round_up: bool = False) -> str:
+    """`epoch` as local ISO 8601 to the second, which --until reads back (`round_up`: the first
+    whole second at or after it, for a window's start)."""
+    return datetime.fromtimestamp(math.ceil(epoch) if round_up else int(epoch)).astimezone().isoformat(timespec="seconds")
+
+
+def _window_end(manifest: Manifest, generation: Generation) -> float:
+    """The latest time `--until` chooses this generation for: when the next generation's base was
+    complete, or when the last WAL of its timeline was shipped, whichever is earlier."""
+    wal_range = manifest.range_for(generation)
+    end = max(generation.created, wal_range.shipped_at) if wal_range else generation.created
+    later = manifest.generations[manifest.generations.index(generation) + 1:]
+    return min(end, later[0].created) if later else end
 
 
 def restore_if_needed(settings: Settings, progress: Progress = print) -> str | None:
@@ -78,28 +108,73 @@ def restore_if_needed(settings: Settings, progress: Progress = print) -> str | N
 
 def restore(settings: Settings, generation: str | None = None, until: str | None = None,
             progress: Progress = print, move_aside: bool = False) -> str:
-    """`mfcolab restore`: restore a generation (default: the newest) on purpose, optionally only
-    up to a point in time. The stack must be down; an existing database is moved aside only
-    when `move_aside` is set."""
+    """`mfcolab restore`: restore a generation (default: the newest, or with `until` the newest
+    whose base is older than that time) on purpose, optionally only up to a point in time. The
+    stack must be down. Every check runs before an existing database is moved aside (only when
+    `move_aside` is set); if the restore fails after that, the database is put back."""
     _require_stack_down(settings)
     manifest = snapshots.load_manifest(settings)
     if manifest is None or not manifest.generations:
         raise SnapshotError(f"no snapshot in {settings.snapshots_dir}", "check --root")
-    chosen = manifest.find(generation) if generation else manifest.newest()
-    assert chosen is not None
-    target_time = _parse_until(until) if until else None
+    target_time = parse_until(until) if until else None
+    chosen = _choose(manifest, generation, target_time)
+    _check_base_files(settings, chosen)
+    end = manifest.end_segment(chosen) if target_time is None else _timeline_end(manifest, chosen)
     pgdata = settings.pgdata
+    aside = None
     if pgdata.exists() and any(pgdata.iterdir()):
         if not move_aside:
             raise ConfigError(f"{pgdata} already holds a database", "mfcolab restore --move-aside (keeps it under a new name)")
         aside = _free_name(pgdata.with_name(f"{pgdata.name}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}"))
         os.rename(pgdata, aside)
         progress(f"moved the current database aside to {aside}")
-    end = manifest.end_segment(chosen)
-    if target_time is not None and target_time >= manifest.restored_until(chosen):
-        progress(f"{until} is after the end of generation {chosen.id}: restoring all of it")
-        target_time = None
-    return _restore(settings, manifest, chosen, end, target_time, progress)
+    try:
+        return _restore(settings, manifest, chosen, end, target_time, progress)
+    except BaseException as exc:
+        if aside is None:
+            raise
+        _put_back(pgdata, aside)
+        if not isinstance(exc, Exception):
+            raise
+        hint = exc.hint if isinstance(exc, MfcolabError) else "mfcolab restore --list, then another --generation"
+        raise SnapshotError(f"restore failed ({exc.message if isinstance(exc, MfcolabError) else exc});"
+                            f" the database that was there is back in {pgdata}", hint) from exc
+
+
+def _choose(manifest: Manifest, generation: str | None, target_time: datetime | None) -> Generation:
+    """The generation asked for; with only a time, the newest whose base was complete before it."""
+    if generation:
+        chosen = manifest.find(generation)
+        if target_time is not None and target_time.timestamp() <= chosen.created:
+            raise ConfigError(f"--until {_local_time(target_time.timestamp())} is before generation {chosen.id}"
+                              f" was complete ({_local_time(chosen.created, round_up=True)})",
+                              "a later --until, or an older --generation (mfcolab restore --list)")
+        return chosen
+    if target_time is None:
+        newest = manifest.newest()
+        assert newest is not None
+        return newest
+    older = [g for g in manifest.generations if g.created < target_time.timestamp()]
+    if not older:
+        oldest = manifest.generations[0]
+        raise ConfigError(f"--until {_local_time(target_time.timestamp())} is before the oldest restorable time,"
+                          f" {_local_time(oldest.created, round_up=True)} (generation {oldest.id})",
+                          "a later --until (mfcolab restore --list shows every window)")
+    return older[-1]
+
+
+def _timeline_end(manifest: Manifest, generation: Generation) -> int:
+    """Last shipped segment of the generation's timeline: replay toward a time may pass the point
+    where a later base began (recovery stops at the time)."""
+    wal_range = manifest.range_for(generation)
+    return wal_range.last if wal_range else generation.start_segment - 1
+
+
+def _put_back(pgdata: Path, aside: Path) -> None:
+    """Undo the move aside after a failed restore (what the failed restore left is ours to remove)."""
+    if pgdata.exists():
+        shutil.rmtree(pgdata)
+    os.rename(aside, pgdata)
 
 
 # --- the restore itself --------------------------------------------------------------------------
@@ -118,7 +193,11 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
         shutil.rmtree(wal_dir, ignore_errors=True)
         wal_dir.mkdir(parents=True)
         last = _fetch_wal(settings, manifest, generation, end, wal_dir, progress)
+        if target_time is not None:
+            target_time = _reachable_target(wal_dir, target_time, progress)
         _configure_recovery(work, wal_dir, target_time)
+        log.info("recovery of generation %s: WAL %s..%s from %s, %s", generation.id, generation.start_segment, end,
+                 wal_dir, f"stopping after {target_time.isoformat()}" if target_time else "replaying all of it")
         if pgdata.exists():
             pgdata.rmdir()  # empty (checked by the callers)
         os.rename(work, pgdata)
@@ -137,6 +216,15 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
 
 
 def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None:
+    _check_base_files(settings, generation)
+    folder = snapshots.base_dir(settings, generation.id)
+    _extract(folder / "base.tar.gz", work)
+    (work / "pg_wal").mkdir(exist_ok=True)
+    _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
+    (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
+
+
+def _check_base_files(settings: Settings, generation: Generation) -> None:
     folder = snapshots.base_dir(settings, generation.id)
     for name, size in generation.files.items():
         path = folder / name
@@ -146,10 +234,6 @@ def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None
             raise SnapshotError(f"{path} is missing: {exc}", "restore an older generation") from exc
         if actual != size:
             raise SnapshotError(f"{path} has {actual} bytes, the manifest says {size}", "restore an older generation")
-    _extract(folder / "base.tar.gz", work)
-    (work / "pg_wal").mkdir(exist_ok=True)
-    _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
-    (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
 
 
 def _extract(archive: Path, dest: Path) -> None:
@@ -279,14 +363,55 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-def _parse_until(text: str) -> datetime:
+_RELATIVE = re.compile(r"-\s*(\d+(?:\.\d+)?)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_until(text: str, now: float | None = None) -> datetime:
+    """An --until time in UTC: ISO 8601 with an offset (or Z), a naive time (local), or a span
+    before now (`-90s`, `-10m`, `-2h`, `-1d`)."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        seconds = float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+        return datetime.fromtimestamp((time.time() if now is None else now) - seconds, UTC)
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise ConfigError(f"--until {text!r} is not a time", "--until '2026-01-31 14:05:00' (local time) or ISO 8601 with an offset") from exc
+        raise ConfigError(f"--until {text!r} is not a time",
+                          "--until '2026-01-31 14:05:00' (local time), ISO 8601 with an offset, or -10m (ten minutes ago)") from exc
     if moment.tzinfo is None:
         moment = moment.astimezone()
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
+
+
+_COMMIT_TIME = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
+
+
+def _reachable_target(wal_dir: Path, target_time: datetime, progress: Progress) -> datetime | None:
+    """`target_time`, or None when no transaction in the fetched WAL ended after it: Postgres stops
+    before the first one that did, and refuses to start if there is none, so then replay it all."""
+    last = _last_transaction_time(wal_dir)
+    if last is not None and last > target_time:
+        return target_time
+    ended = "holds no transaction" if last is None else f"ends with a transaction at {_local_time(last.timestamp())}"
+    progress(f"{_local_time(target_time.timestamp())} is after the newest shipped WAL (it {ended}): restoring all of it")
+    return None
+
+
+def _last_transaction_time(wal_dir: Path) -> datetime | None:
+    """The end time of the newest transaction in the WAL segments of `wal_dir` (pg_waldump)."""
+    segments = sorted(name for name in os.listdir(wal_dir) if snapshots.is_segment(name))
+    if not segments:
+        return None
+    # pg_waldump exits non-zero at the end of the WAL (no valid record after it): the records
+    # before that are what it printed.
+    result = subprocess.run([str(postgres.pg_binary("pg_waldump")), "--path", str(wal_dir), "--rmgr", "Transaction",
+                             segments[0], segments[-1]], check=False, capture_output=True, text=True, env={**os.environ, "TZ": "UTC"},
+                            timeout=600)
+    times = _COMMIT_TIME.findall(result.stdout)
+    if not times:
+        return None
+    return datetime.fromisoformat(times[-1]).replace(tzinfo=UTC)
 
 
 # Ids further than this past the database's sequences are not lost runs or tasks (a local-metadata
