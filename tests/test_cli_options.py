@@ -109,6 +109,13 @@ COVERAGE: dict[tuple[str, str], tuple[str, ...]] = {
     ("connect", "--relay-port"): (CONNECT_WATCH, "tests/test_relay.py::test_connect_watch_with_a_busy_relay_port_is_one_clear_line"),
     ("connect", "--stop-relay"): (CONNECT_WATCH,),
     ("connect", "--local"): (CONNECT_WATCH,),
+    ("connect", "--key-file"): ("tests/test_keys.py::test_connect_takes_the_key_from_a_file_or_stdin",),
+    ("key", "--root"): ("tests/test_keys.py::test_key_prints_the_key_and_the_summary_only_masks_it",
+                        "tests/test_keys.py::test_key_without_a_key_is_one_line"),
+    ("key", "--local"): ("tests/test_keys.py::test_key_prints_the_key_and_the_summary_only_masks_it",),
+    ("rotate-key", "--root"): ("tests/test_keys.py::test_rotate_key_replaces_key_sessions_and_connection",
+                               "tests/test_keys.py::test_a_running_door_refuses_the_old_key_and_sessions_after_rotate_key"),
+    ("rotate-key", "--local"): ("tests/test_keys.py::test_rotate_key_replaces_key_sessions_and_connection",),
 }
 
 

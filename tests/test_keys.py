@@ -36,7 +36,8 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 
 def test_key_prints_the_key_and_the_summary_only_masks_it(root: Path, tmp_path: Path) -> None:
     key = (root / "access_key").read_text().strip()
-    assert mfcolab("key", "--root", str(root), env=env_for(tmp_path)).stdout.strip() == key
+    printed = mfcolab("key", "--root", str(root), "--local", str(tmp_path / "local"), env=env_for(tmp_path)).stdout
+    assert printed.strip() == key
     settings = Settings.resolve(root=root, local=tmp_path / "local")
     summary = "\n".join(stack.summary_lines(settings, {"public_url": "https://x.trycloudflare.com"}))
     assert key not in summary and "mfcolab key" in summary and key[:4] in summary
@@ -49,7 +50,7 @@ def test_key_without_a_key_is_one_line(tmp_path: Path) -> None:
 
 def test_rotate_key_replaces_key_sessions_and_connection(root: Path, tmp_path: Path) -> None:
     old = (root / "access_key").read_text().strip()
-    answer = mfcolab("rotate-key", "--root", str(root), env=env_for(tmp_path))
+    answer = mfcolab("rotate-key", "--root", str(root), "--local", str(tmp_path / "local"), env=env_for(tmp_path))
     new = (root / "access_key").read_text().strip()
     assert new and new != old
     assert new not in answer.stdout + answer.stderr and old not in answer.stdout + answer.stderr
@@ -114,8 +115,3 @@ def test_connect_takes_the_key_from_a_file_or_stdin(tmp_path: Path, from_stdin: 
                            input="", capture_output=True, text=True, env=env_for(tmp_path), timeout=60, check=False)
     assert empty.returncode == 1 and "does not hold one key" in empty.stderr
 
-
-def test_new_options_are_in_help() -> None:
-    assert "--key-file" in mfcolab("connect", "--help").stdout
-    commands = mfcolab("--help").stdout
-    assert "rotate-key" in commands and " key " in commands
