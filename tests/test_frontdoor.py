@@ -914,6 +914,8 @@ def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
     from mfcolab.guard import MAX_UNAUTHENTICATED
 
     host, port = stack.door.removeprefix("http://").split(":")
+    signed_in = requests.Session()
+    assert login(signed_in, stack.door).status_code == 303
     held = []
     try:
         for _ in range(MAX_UNAUTHENTICATED):
@@ -924,6 +926,7 @@ def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
         wait_until(lambda: requests.post(f"{stack.door}/login", data={"key": "k"}).status_code == 503,
                    "the door to refuse one more keyless request")
         assert requests.get(f"{stack.door}/metadata/ping", headers={"x-api-key": KEY}).status_code == 200
+        assert signed_in.get(f"{stack.door}/metadata/ping").status_code == 200, "a session is not counted"
     finally:
         for sock in held:
             sock.close()

@@ -6,8 +6,8 @@
                        - Host must name the door itself when it has no key (DNS rebinding)
                        - a state-changing request from another site is refused (Sec-Fetch-Site,
                          else Origin against Host): cookies and a keyless door are not enough
-                       - at most MAX_UNAUTHENTICATED requests without the key are in flight;
-                         the rest get a 503 at once
+                       - at most MAX_UNAUTHENTICATED requests without the key (nor a session)
+                         are in flight; the rest get a 503 at once
                        - a compressed body is refused (400) except on routes that pass bodies on
                          unread (the server does not decompress: see SERVER_SETTINGS)
     SERVER_SETTINGS    aiohttp's own limits for the door's server: no automatic decompression,
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from .auth import HEADER, OPEN_PATHS, AccessKey, json_error
+from .auth import AccessKey, json_error
 
 MAX_UNAUTHENTICATED = 32
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -76,8 +76,8 @@ def guard_middleware(access: AccessKey | None, limit: int = MAX_UNAUTHENTICATED)
             return _closing(json_error(403, "refused a state-changing request from another site"))
         if _encoded(request) and not getattr(request.match_info.handler, PASSES_ENCODED_BODIES, False):
             return _closing(json_error(400, "compressed request bodies are not accepted here; send it uncompressed"))
-        if access is not None and _has_key_header(request, access):
-            return await handler(request)
+        if access is None or access.admits(request):
+            return await handler(request)  # a keyless door is on 127.0.0.1 only
         if not counter.enter():
             response = _closing(json_error(503, "too many requests without the access key; retry shortly"))
             response.headers["Retry-After"] = "5"
@@ -103,11 +103,6 @@ class _InFlight:
 
     def leave(self) -> None:
         self.count -= 1
-
-
-def _has_key_header(request: web.BaseRequest, access: AccessKey) -> bool:
-    supplied = request.headers.get(HEADER)
-    return supplied is not None and request.path not in OPEN_PATHS and access.matches(supplied)
 
 
 def _closing(response: web.Response) -> web.Response:
