@@ -186,7 +186,7 @@ p.note {{ color: #444; }}
 <input type="hidden" name="next" value="{next_path}">
 <button type="submit">Sign in</button>
 </form>
-<p class="note">The key is printed by <code>mfcolab up</code> and kept in the root folder.</p>
+<p class="note"><code>mfcolab key</code> prints the key on the machine that runs mfcolab.</p>
 </body>
 </html>
 """

@@ -66,7 +66,7 @@ def ping(target: Target, timeout: float = 10.0) -> str:
             "check `mfcolab status` on the CPU side; with --root, retry in a few seconds",
         ) from exc
     if response.status_code == 401:
-        raise ConnectError(f"{target.url} refused the access key", "use the key printed by `mfcolab up` (or --root)")
+        raise ConnectError(f"{target.url} refused the access key", "use the key `mfcolab key` prints on the CPU side (or --root); after `mfcolab rotate-key`, connect again")
     if response.status_code in _EDGE_TROUBLE:
         raise ConnectError(
             f"{target.url} answered {response.status_code} ({_EDGE_TROUBLE[response.status_code]}): "
