@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg2
 
-from mfcolab import schema, snapshots
+from mfcolab import boot, snapshots
 from mfcolab.mirror import archive_options
 from mfcolab.postgres import DB_USER, Postgres, run_pg_tool
 from mfcolab.restore import restore_if_needed
@@ -137,8 +137,8 @@ class ComponentStack:
         restored = restore_if_needed(self.settings, progress=lambda line: None)
         self.pg = Postgres(self.settings, PASSWORD, archive_options(self.settings))
         self.pg.start()
-        wait_for(self.ready, 120, "postgres to finish recovery")
-        schema.apply(self.pg.dsn)
+        wait_for(self.pg.healthy, 120, "postgres to accept connections")
+        boot.prepare_database(self.pg, self.settings, lambda line: None, threading.Event())
         log = open(self.settings.local / "mirror.log", "ab")
         env = {**os.environ, **self.settings.to_env()}
         argv = [sys.executable, "-c", MIRROR_CHILD, self.pg.dsn, *(["routine-bases"] if self.routine_bases else [])]
@@ -148,20 +148,9 @@ class ComponentStack:
 
     @property
     def dsn(self) -> str:
-        assert self.pg is not None
+        if self.pg is None:
+            raise RuntimeError("the stack is not up")
         return self.pg.dsn
-
-    def ready(self) -> bool:
-        assert self.pg is not None
-        if not self.pg.healthy():
-            return False
-        conn = psycopg2.connect(self.pg.dsn, connect_timeout=2)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_is_in_recovery()")
-                return not cur.fetchone()[0]
-        finally:
-            conn.close()
 
     def kill_all(self) -> None:
         """SIGKILL every process of the stack (Postgres and its children, the mirror and its
@@ -302,10 +291,8 @@ def start_archiving_postgres(settings: Settings) -> Postgres:
     """A Postgres that archives into the staging folder, schema applied, out of recovery."""
     pg = Postgres(settings, PASSWORD, archive_options(settings))
     pg.start()
-    stack = ComponentStack(settings)
-    stack.pg = pg
-    wait_for(stack.ready, 120, "postgres to accept writes")
-    schema.apply(pg.dsn)
+    wait_for(pg.healthy, 120, "postgres to accept connections")
+    boot.prepare_database(pg, settings, lambda line: None, threading.Event())
     return pg
 
 

@@ -44,6 +44,7 @@ from typing import Any
 from .component import ProcessComponent, port_answers, require_free_port
 from .errors import ContainerError, MissingBinaryError
 from .process import ManagedProcess, find_processes, pid_alive
+from .types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -657,6 +658,14 @@ class ContainerComponent(ProcessComponent):
         return self._container_dir
 
     def preflight(self) -> None:
+        # The containers share the host network: a taken port fails here, before a pull or a start.
+        require_free_port(self.spec.port, self.name, self.spec.port_flag)
+
+    def fetch(self, progress: Progress) -> None:
+        progress(f"preparing {self.name} from {self.image} (a first pull can take minutes)")
+        self.prepare(print_progress())
+
+    def before_spawn(self) -> None:
         existing = self.udocker.container_dir(self.container)
         if existing is not None:  # what a killed run may have left holding the port
             leftovers = kill_container_processes(existing)

@@ -481,8 +481,7 @@ class Mirror:
                 system_identifier = str(cur.fetchone()[0])  # type: ignore[index]
                 cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
                 segment_size = int(cur.fetchone()[0])  # type: ignore[index]
-                cur.execute("SELECT pg_is_in_recovery()")
-                in_recovery = bool(cur.fetchone()[0])  # type: ignore[index]
+                in_recovery = postgres.in_recovery(cur)
                 timeline = self._timeline_seen
                 if not in_recovery:
                     cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")

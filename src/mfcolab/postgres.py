@@ -197,6 +197,10 @@ class Postgres(ProcessComponent):
 
     def preflight(self) -> None:
         pg_binary("postgres")
+        require_free_port(self.port, "Postgres server", "--pg-port")
+
+    def before_spawn(self) -> None:
+        pg_binary("postgres")
         self.clear_stale_lock()
         require_free_port(self.port, "Postgres server", "--pg-port")
         self.initialize()
@@ -262,3 +266,10 @@ def _server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
     env.setdefault("PATH", "/usr/bin:/bin")
     return env
+
+
+def in_recovery(cursor: Any) -> bool:
+    """True while the server replays WAL (a restored server before its promotion)."""
+    cursor.execute("SELECT pg_is_in_recovery()")
+    row = cursor.fetchone()
+    return bool(row[0]) if row is not None else False

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from . import credentials
+from . import credentials, logsetup
 from .component import ProcessComponent, require_free_port
 from .postgres import DB_NAME, DB_USER
 from .process import ManagedProcess
@@ -112,7 +112,7 @@ def _inherited_env() -> dict[str, str]:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.for_service()
     settings = Settings.resolve()
     if not settings.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,19 @@
+"""Logging configuration, set up only by the entry points (the CLI, `serve`, the web process,
+the relay); library modules only call `logging.getLogger(__name__)`."""
+
+from __future__ import annotations
+
+import logging
+
+CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"
+SERVICE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def for_console(verbose: bool) -> None:
+    """An interactive command: warnings only (everything with --verbose), without timestamps."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=CONSOLE_FORMAT)
+
+
+def for_service() -> None:
+    """A long-running process writing its log file: INFO with timestamps, replacing any earlier setup."""
+    logging.basicConfig(level=logging.INFO, format=SERVICE_FORMAT, force=True)
