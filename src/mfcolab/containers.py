@@ -483,9 +483,9 @@ def _request(method: str, url: str, headers: Mapping[str, str], timeout: float) 
     request = urllib.request.Request(url, method=method, headers=dict(headers))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers
+            return response.status, dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers
+        return exc.code, dict(exc.headers)
 
 
 def _reason(exc: OSError) -> str:
@@ -534,7 +534,7 @@ class _PullWatcher:
         sizes = [min(_size(layers / digest), size) for digest, size in blobs]
         return PullProgress(
             image=self.image.name, done=sum(sizes), total=sum(size for _, size in blobs),
-            layers_done=sum(1 for (_, size), got in zip(blobs, sizes) if got == size), layers_total=len(blobs),
+            layers_done=sum(1 for (_, size), got in zip(blobs, sizes, strict=True) if got == size), layers_total=len(blobs),
         )
 
     def _emit(self, progress: PullProgress) -> None:
@@ -688,7 +688,7 @@ class ContainerComponent(ProcessComponent):
         try:
             url = f"http://127.0.0.1:{self.spec.port}{self.spec.health_path}"
             with urllib.request.urlopen(url, timeout=1) as response:
-                return 200 <= response.status < 300
+                return 200 <= int(response.status) < 300
         except (OSError, ValueError):
             return False
 

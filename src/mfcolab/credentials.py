@@ -78,7 +78,8 @@ def publish_connection(settings: Settings, url: str, key: str) -> dict[str, Any]
 
 def read_connection(root: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((root / "connection.json").read_text())
+        record: dict[str, Any] = json.loads((root / "connection.json").read_text())
+        return record
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -62,7 +62,7 @@ def ensure_server_user() -> None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         if shutil.which("useradd") is None:
-            raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd")
+            raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd") from None
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
             check=True, capture_output=True,

@@ -16,7 +16,7 @@ import shutil
 import tarfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import postgres, snapshots
@@ -96,7 +96,7 @@ def restore(settings: Settings, generation: str | None = None, until: str | None
         os.rename(pgdata, aside)
         progress(f"moved the current database aside to {aside}")
     end = manifest.end_segment(chosen)
-    if target_time is not None and target_time >= manifest.restored_until(chosen):
+    if target_time is not None and target_time.timestamp() >= manifest.restored_until(chosen):
         progress(f"{until} is after the end of generation {chosen.id}: restoring all of it")
         target_time = None
     return _restore(settings, manifest, chosen, end, target_time, progress)
@@ -286,7 +286,7 @@ def _parse_until(text: str) -> datetime:
         raise ConfigError(f"--until {text!r} is not a time", "--until '2026-01-31 14:05:00' (local time) or ISO 8601 with an offset") from exc
     if moment.tzinfo is None:
         moment = moment.astimezone()
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 # Ids further than this past the database's sequences are not lost runs or tasks (a local-metadata
