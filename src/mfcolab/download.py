@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from .errors import TunnelError
 
@@ -158,9 +160,6 @@ def _progress_bar(url: str, total: int | None, done: int, show: bool) -> Iterato
     if not show:
         yield lambda _n: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -430,7 +430,8 @@ class Mirror:
             return False
         manifest = cycle.manifest
         facts = self._facts or self._live_facts(required=True)
-        assert facts is not None
+        if facts is None:
+            raise SnapshotError(f"cannot read the identity of the server in {self.settings.pgdata}", "mfcolab logs postgres")
         staging = self.settings.wal_staging_dir
         folder = snapshots.wal_dir(self.settings, facts.system_identifier)
         for name in history:

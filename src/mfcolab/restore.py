@@ -15,19 +15,21 @@ import os
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
+
 from . import postgres, snapshots
 from .errors import ConfigError, SnapshotError, StackStateError
+from .mirror import read_control_data
 from .process import pid_alive
 from .settings import Settings
 from .snapshots import Generation, Manifest
+from .types import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 CONF_BEGIN = "# mfcolab restore: begin"
 CONF_END = "# mfcolab restore: end"
 
@@ -86,7 +88,8 @@ def restore(settings: Settings, generation: str | None = None, until: str | None
     if manifest is None or not manifest.generations:
         raise SnapshotError(f"no snapshot in {settings.snapshots_dir}", "check --root")
     chosen = manifest.find(generation) if generation else manifest.newest()
-    assert chosen is not None
+    if chosen is None:
+        raise SnapshotError(f"no complete generation in {settings.snapshots_dir}", "check --root")
     target_time = _parse_until(until) if until else None
     pgdata = settings.pgdata
     if pgdata.exists() and any(pgdata.iterdir()):
@@ -256,8 +259,6 @@ def _describe_kept(settings: Settings) -> str:
 
 
 def _control_data(settings: Settings) -> dict[str, str]:
-    from .mirror import read_control_data
-
     return read_control_data(settings)
 
 
@@ -300,8 +301,6 @@ def reserve_lost_ids(dsn: str, datastore: Path) -> dict[str, int]:
     A restore ends at the last shipped WAL: runs and tasks created in the last seconds before a
     crash are gone from the database, but their artifacts may be in the datastore (on the shared
     folder). Reusing their ids would mix a new run with an old one's files, so skip past them."""
-    import psycopg2
-
     root = datastore / ".metaflow"
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT last_value FROM runs_v3_run_number_seq")

@@ -279,7 +279,8 @@ class TunnelComponent(ProcessComponent):
         super().start()
 
     def make_process(self) -> ManagedProcess:
-        assert self.binary is not None and self.metrics_port is not None
+        if self.binary is None or self.metrics_port is None:
+            raise TunnelError("cloudflared was started before it was located", "mfcolab logs tunnel")
         argv = [
             str(self.binary), "tunnel", "--no-autoupdate",
             "--url", self.target,

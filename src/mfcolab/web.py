@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
 import requests
+from aiohttp import web
 
-from . import credentials, logsetup
+from . import credentials, frontdoor, logsetup
 from .component import ProcessComponent, require_free_port
+from .official import ui_static_dir
 from .postgres import DB_NAME, DB_USER
 from .process import ManagedProcess
+from .service import create_app as create_service
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,20 +34,14 @@ def database_dsn(settings: Settings) -> str:
 
 
 def build_app(settings: Settings) -> Any:
-    from . import frontdoor
-
     key = None if settings.no_auth else credentials.access_key(settings)
     if settings.engine == "native":
-        from .service import create_app as create_service
-
         metadata: Any = create_service(database_dsn(settings))
     else:
         metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
     api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
     static_dir = None
     if settings.ui == "official":
-        from .official import ui_static_dir
-
         static_dir = ui_static_dir(settings)
     return frontdoor.create_app(key, metadata, api=api, static_dir=static_dir)
 
@@ -54,13 +52,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    import signal
-
-    from aiohttp import web
-
-    from .frontdoor import make_runner
-
-    runner = make_runner(build_app(settings), shutdown_timeout=5)
+    runner = frontdoor.make_runner(build_app(settings), shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     stopped = asyncio.Event()
