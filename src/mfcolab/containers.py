@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +42,7 @@ from typing import Any
 
 from .component import ProcessComponent, port_answers, require_free_port
 from .errors import ContainerError, MissingBinaryError
-from .process import ManagedProcess, find_processes, pid_alive
+from .process import ManagedProcess, find_processes, stop_processes
 from .types import Progress
 
 log = logging.getLogger(__name__)
@@ -606,17 +605,7 @@ def container_processes(container_dir: Path) -> list[int]:
 def kill_container_processes(container_dir: Path, timeout: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL, whatever still runs in the container. Returns the pids found."""
     pids = container_processes(container_dir)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
-            time.sleep(0.05)
-        if not any(pid_alive(pid) for pid in pids):
-            break
+    stop_processes(pids, timeout)
     return pids
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SnapshotError, StackStateError
-from .process import in_groups, pid_alive, tail_file
+from .process import in_groups, pid_alive, stop_processes, tail_file
 from .settings import Settings
 from .status import StackStatus
 from .types import Progress
@@ -42,18 +42,17 @@ def down(settings: Settings, *, progress: Progress, timeout: float = 180.0) -> b
     if pid is None:
         sweep_leftovers(settings)
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
     shown = ""
-    while pid_alive(pid) and time.monotonic() < deadline:
+
+    def show_phase() -> None:
+        nonlocal shown
         status = read_status(settings)
         if status is not None and status.phase != shown:
             shown = status.phase
             progress(shown)
-        time.sleep(0.05)
-    if pid_alive(pid):
-        progress(f"the supervisor did not stop within {timeout:.0f} s; killing it")
-        os.killpg(pid, signal.SIGKILL)
+
+    if not stop_processes([pid], timeout, kill_group=True, waiting=show_phase):
+        progress(f"the supervisor did not stop within {timeout:.0f} s; it was killed")
     sweep_leftovers(settings)
     return True
 
