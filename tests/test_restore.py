@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mirror_helpers import (ComponentStack, Writer, execute, kill_postgres, links_in, start_archiving_postgres,
-                            switch_wal, wait_for)
+from crashtrials.components import ComponentStack, Writer
+from mirror_helpers import execute, kill_postgres, links_in, start_archiving_postgres, switch_wal
 
-from helpers import make_settings
+from helpers import make_settings, wait_until
 from mfcolab import snapshots
 from mfcolab.errors import ConfigError, StackStateError
 from mfcolab.mirror import Mirror
@@ -42,10 +42,10 @@ def test_restore_if_needed_snapshot_taken_during_writes_gives_a_working_database
     mirror = Mirror(settings, pg.dsn)
     writer = Writer(pg.dsn, "WhileSnapshotFlow")
     writer.start()
-    wait_for(lambda: len(writer.acks) > 20, 60, "writes")
+    wait_until(lambda: len(writer.acks) > 20, 60, what="writes")
     report = mirror.snapshot()
     assert report.generation is not None
-    wait_for(lambda: len(writer.acks) > len(writer.acks) // 2 + 50, 60, "more writes")
+    wait_until(lambda: len(writer.acks) > len(writer.acks) // 2 + 50, 60, what="more writes")
     writer.stopping.set()
     writer.join(30)
     switch_wal(settings, pg.dsn)
