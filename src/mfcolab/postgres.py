@@ -152,7 +152,7 @@ class Postgres(ProcessComponent):
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{DB_NAME}"
+        return dsn_for(self.port, self.password)
 
     def is_initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
@@ -266,6 +266,11 @@ def _server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
     env.setdefault("PATH", "/usr/bin:/bin")
     return env
+
+
+def dsn_for(port: int, password: str) -> str:
+    """The libpq URL of mfcolab's database on 127.0.0.1 (the one place it is spelled)."""
+    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{port}/{DB_NAME}"
 
 
 def in_recovery(cursor: Any) -> bool:

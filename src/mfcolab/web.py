@@ -17,10 +17,9 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from . import credentials, frontdoor, logsetup
+from . import credentials, frontdoor, logsetup, postgres
 from .component import ProcessComponent, require_free_port
 from .official import ui_static_dir
-from .postgres import DB_NAME, DB_USER
 from .process import ManagedProcess
 from .service import create_app as create_service
 from .settings import Settings
@@ -29,8 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def database_dsn(settings: Settings) -> str:
-    password = credentials.db_password(settings)
-    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{settings.pg_port}/{DB_NAME}"
+    return postgres.dsn_for(settings.pg_port, credentials.db_password(settings))
 
 
 def build_app(settings: Settings) -> Any:
