@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from .errors import TunnelError
 
@@ -160,6 +158,9 @@ def _progress_bar(url: str, total: int | None, done: int, show: bool) -> Iterato
     if not show:
         yield lambda _n: None
         return
+    from rich.console import Console  # only when a bar is drawn: rich takes a tenth of a second to import
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

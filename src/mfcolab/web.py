@@ -15,13 +15,10 @@ import sys
 from typing import Any
 
 import requests
-from aiohttp import web
 
-from . import credentials, frontdoor, logsetup, postgres
+from . import credentials, logsetup, postgres
 from .component import ProcessComponent, require_free_port
-from .official import ui_static_dir
 from .process import ManagedProcess
-from .service import create_app as create_service
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +28,16 @@ def database_dsn(settings: Settings) -> str:
     return postgres.dsn_for(settings.pg_port, credentials.db_password(settings))
 
 
+# The app's modules (aiohttp, asyncpg, the service) are imported inside the functions that run in
+# the web process only: the supervisor and `up` import this module for WebComponent, and those
+# imports would add about a second to both.
+
+
 def build_app(settings: Settings) -> Any:
+    from . import frontdoor
+    from .official import ui_static_dir
+    from .service import create_app as create_service
+
     key = None if settings.no_auth else credentials.access_key(settings)
     if settings.engine == "native":
         metadata: Any = create_service(database_dsn(settings))
@@ -50,7 +56,11 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    runner = frontdoor.make_runner(build_app(settings), shutdown_timeout=5)
+    from aiohttp import web
+
+    from .frontdoor import make_runner
+
+    runner = make_runner(build_app(settings), shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     stopped = asyncio.Event()
