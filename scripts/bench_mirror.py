@@ -25,7 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers import make_settings  # noqa: E402
-from mirror_helpers import ComponentStack, execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
+from crashtrials.components import ComponentStack  # noqa: E402
+from mirror_helpers import execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
 
 from mfcolab import mirror as mirror_module  # noqa: E402
 from mfcolab.mirror import Mirror, ShipReport  # noqa: E402

@@ -1,12 +1,11 @@
 """The real stack (`mfcolab up`) killed with SIGKILL, its local folder wiped, and brought back.
 
-The crash trials are scripts/crash_restore.py's own, run a few times; the other tests restore
+The crash trials are tests/crashtrials/realstack.py's (scripts/crash_restore.py runs many), run a few times; the other tests restore
 a stack that ran real flows and resume them, and check the orderly stop path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -14,28 +13,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from crashtrials import realstack as crash
 from helpers import free_port, wait_until
 from stack_helpers import FLOWS, Stack, mfcolab, run_id_from
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "crash_restore.py"
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("crash_restore", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_restore"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-crash = _load_script()
 
 
 def test_crash_restore_trials_every_killed_stack_comes_back(tmp_path: Path) -> None:

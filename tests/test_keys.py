@@ -18,6 +18,7 @@ from stack_helpers import mfcolab
 from mfcolab import credentials, stack
 from mfcolab.sessions import SessionStore
 from mfcolab.settings import Settings
+from mfcolab.status import StackStatus
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_key_prints_the_key_and_the_summary_only_masks_it(root: Path, tmp_path: 
     printed = mfcolab("key", "--root", str(root), "--local", str(tmp_path / "local"), env=env_for(tmp_path)).stdout
     assert printed.strip() == key
     settings = Settings.resolve(root=root, local=tmp_path / "local")
-    summary = "\n".join(stack.summary_lines(settings, {"public_url": "https://x.trycloudflare.com"}))
+    summary = "\n".join(stack.summary_lines(settings, StackStatus(supervisor_pid=0, started_at=0.0, public_url="https://x.trycloudflare.com")))
     assert key not in summary and "mfcolab key" in summary and key[:4] in summary
 
 

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mirror_helpers import (ComponentStack, TrialResult, dump, execute, kill_postgres, killed_rsync_leftover, links_in,
-                            mirror_logs_dir, run_trial, start_archiving_postgres, summary, switch_wal, temp_files_in,
-                            wait_for)
+from crashtrials.components import ComponentStack, TrialResult, dump, mirror_logs_dir, run_trial, summary
+from mirror_helpers import (execute, kill_postgres, killed_rsync_leftover, links_in, start_archiving_postgres, switch_wal,
+                            temp_files_in)
 
-from helpers import make_settings
+from helpers import make_settings, wait_until
 from mfcolab import basebackup, snapshots
 from mfcolab.errors import SnapshotError
 from mfcolab import mirror as mirror_module
@@ -91,11 +91,11 @@ def test_mirror_start_loop_ships_without_being_called(tmp_path: Path) -> None:
     mirror = Mirror(settings, pg.dsn)
     try:
         mirror.start()
-        wait_for(lambda: mirror.info().get("generation") is not None, 60, "the first base")
+        wait_until(lambda: mirror.info().get("generation") is not None, 60, what="the first base")
         execute(pg.dsn, "CREATE TABLE t (x INT)")
         name = switch_wal(settings, pg.dsn)
         piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
-        wait_for(piece.is_file, 60, "the loop to ship the segment")
+        wait_until(piece.is_file, 60, what="the loop to ship the segment")
         assert mirror.healthy()
     finally:
         mirror.stop()
@@ -168,85 +168,7 @@ def test_mirror_killed_rsync_leftovers_are_ignored_by_restore_and_removed_at_mir
 
 # --- a root folder like Drive: no links, failing writes --------------------------------------------
 
-NO_LINKS_SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-static int under_root(const char *path) {
-    const char *root = getenv("NO_LINKS_ROOT");
-    return root && path && strncmp(path, root, strlen(root)) == 0;
-}
-static void note(const char *what, const char *path) {
-    char comm[64] = "?";
-    FILE *self = fopen("/proc/self/comm", "r");
-    if (self) { if (fgets(comm, sizeof comm, self)) comm[strcspn(comm, "\n")] = 0; fclose(self); }
-    FILE *log = fopen(getenv("NO_LINKS_LOG"), "a");
-    if (log) { fprintf(log, "%s %s %s\n", what, comm, path); fclose(log); }
-}
-static int refuse(const char *what, const char *path) {
-    note(what, path);
-    errno = EOPNOTSUPP;
-    return -1;
-}
-/* the absolute path of `path` relative to `dirfd`, into out */
-static const char *resolve(int dirfd, const char *path, char *out, size_t size) {
-    char base[PATH_MAX], link[64];
-    if (path[0] == '/') return path;
-    if (dirfd == AT_FDCWD) { if (!getcwd(base, sizeof base)) return path; }
-    else {
-        snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-        ssize_t n = readlink(link, base, sizeof base - 1);
-        if (n < 0) return path;
-        base[n] = 0;
-    }
-    snprintf(out, size, "%s/%s", base, path);
-    return out;
-}
-int link(const char *a, const char *b) { return refuse("link", b); }
-int linkat(int fa, const char *a, int fb, const char *b, int flags) { return refuse("linkat", b); }
-int symlink(const char *a, const char *b) { return refuse("symlink", b); }
-int symlinkat(const char *a, int fd, const char *b) { return refuse("symlinkat", b); }
-int chmod(const char *p, mode_t m) { return under_root(p) ? refuse("chmod", p) : ((int (*)(const char *, mode_t))dlsym(RTLD_NEXT, "chmod"))(p, m); }
-int fchmodat(int fd, const char *p, mode_t m, int flags) {
-    char full[PATH_MAX];
-    if (under_root(resolve(fd, p, full, sizeof full))) return refuse("fchmodat", full);
-    return ((int (*)(int, const char *, mode_t, int))dlsym(RTLD_NEXT, "fchmodat"))(fd, p, m, flags);
-}
-int fchmod(int fd, mode_t m) {
-    char full[PATH_MAX];
-    if (under_root(resolve(fd, "", full, sizeof full))) return refuse("fchmod", full);
-    return ((int (*)(int, mode_t))dlsym(RTLD_NEXT, "fchmod"))(fd, m);
-}
-/* directory renames are refused; file renames into the root folder are noted (who made them) */
-static int checked_rename(int fa, const char *a, int fb, const char *b) {
-    struct stat st;
-    char full[PATH_MAX], target[PATH_MAX];
-    const char *path = resolve(fa, a, full, sizeof full);
-    if (under_root(path) && fstatat(fa, a, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) return refuse("rename-dir", path);
-    const char *dest = resolve(fb, b, target, sizeof target);
-    if (under_root(dest)) note("renamed-file", dest);
-    return 0;
-}
-int rename(const char *a, const char *b) {
-    if (checked_rename(AT_FDCWD, a, AT_FDCWD, b)) return -1;
-    return ((int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename"))(a, b);
-}
-int renameat(int fa, const char *a, int fb, const char *b) {
-    if (checked_rename(fa, a, fb, b)) return -1;
-    return ((int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat"))(fa, a, fb, b);
-}
-int renameat2(int fa, const char *a, int fb, const char *b, unsigned int flags) {
-    if (checked_rename(fa, a, fb, b)) return -1;
-    return ((int (*)(int, const char *, int, const char *, unsigned int))dlsym(RTLD_NEXT, "renameat2"))(fa, a, fb, b, flags);
-}
-"""
+NO_LINKS_SHIM = Path(__file__).resolve().parent / "shims" / "nolinks.c"  # LD_PRELOAD: link(), symlink(), ... refused
 
 SHIM_CHILD = """
 import os, sys, time, errno
@@ -280,9 +202,7 @@ def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> Non
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to build the no-links shim")
     shim = tmp_path / "nolinks.so"
-    source = tmp_path / "nolinks.c"
-    source.write_text(NO_LINKS_SHIM)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"], check=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(NO_LINKS_SHIM), "-ldl"], check=True)
     settings = make_settings(tmp_path, snapshot_interval=0)
     settings.root.mkdir(parents=True)
     refused = tmp_path / "refused.log"
@@ -452,7 +372,7 @@ def test_mirror_ships_wal_while_a_routine_base_uploads(archiving: Archiving, bas
     report = mirror.sync_once()
     assert report.generation is None  # the routine base went to its own thread ...
     uploading = mirror.info()["new_base"]
-    wait_for(base_gate.waiting.exists, 120, "the base's rsync to start")  # ... and its copy is held
+    wait_until(base_gate.waiting.exists, 120, what="the base's rsync to start")  # ... and its copy is held
     _routine_base_due(monkeypatch, False)
 
     execute(pg.dsn, "INSERT INTO marks VALUES ('during the upload')")
@@ -467,10 +387,10 @@ def test_mirror_ships_wal_while_a_routine_base_uploads(archiving: Archiving, bas
     assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
     assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
 
-    wait_for(lambda: not mirror.sync_once().segments and not _staged_segments(settings), 60,
-             "staging to be empty")  # so the cycle that names the base has nothing else to ship
+    wait_until(lambda: not mirror.sync_once().segments and not _staged_segments(settings), 60,
+             what="staging to be empty")  # so the cycle that names the base has nothing else to ship
     base_gate.hold.unlink()
-    wait_for(lambda: mirror.info().get("generation") == uploading, 120, "the new base to be named")
+    wait_until(lambda: mirror.info().get("generation") == uploading, 120, what="the new base to be named")
     assert [g.id for g in list_generations(settings)] == [first, uploading]
     assert "new_base" not in mirror.info()
     execute(pg.dsn, "INSERT INTO marks VALUES ('after the upload')")
@@ -494,7 +414,7 @@ def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(archiving
     _routine_base_due(monkeypatch, True)
     monkeypatch.setattr(basebackup, "RETRY_FIRST_SECONDS", 3600.0)
     mirror.sync_once()
-    wait_for(lambda: "base_error" in mirror.info(), 120, "the new base to fail")
+    wait_until(lambda: "base_error" in mirror.info(), 120, what="the new base to fail")
     info = mirror.info()
     assert "No space left on device" in info["base_error"] and "new_base" not in info
     assert info["state"] == "idle" and mirror.healthy()  # WAL shipping is not what failed

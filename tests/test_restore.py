@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mirror_helpers import (ComponentStack, Writer, execute, kill_postgres, links_in, start_archiving_postgres,
-                            switch_wal, wait_for)
+from crashtrials.components import ComponentStack, Writer
+from mirror_helpers import execute, kill_postgres, links_in, start_archiving_postgres, switch_wal
 
-from helpers import make_settings
+from helpers import make_settings, wait_until
 from stack_helpers import mfcolab
 from mfcolab import snapshots
 from mfcolab.errors import ConfigError, SnapshotError, StackStateError
@@ -46,10 +46,10 @@ def test_restore_if_needed_snapshot_taken_during_writes_gives_a_working_database
     mirror = Mirror(settings, pg.dsn)
     writer = Writer(pg.dsn, "WhileSnapshotFlow")
     writer.start()
-    wait_for(lambda: len(writer.acks) > 20, 60, "writes")
+    wait_until(lambda: len(writer.acks) > 20, 60, what="writes")
     report = mirror.snapshot()
     assert report.generation is not None
-    wait_for(lambda: len(writer.acks) > len(writer.acks) // 2 + 50, 60, "more writes")
+    wait_until(lambda: len(writer.acks) > len(writer.acks) // 2 + 50, 60, what="more writes")
     writer.stopping.set()
     writer.join(30)
     switch_wal(settings, pg.dsn)
@@ -259,7 +259,7 @@ def test_restore_until_stops_at_the_time_in_every_form_and_refuses_a_time_before
     generation = mirror.snapshot().generation
     _mark(pg.dsn, "a")
     noted = time.time()
-    wait_for(lambda: time.time() > noted + 0.2, 5, "time to pass the noted time")
+    wait_until(lambda: time.time() > noted + 0.2, 5, what="time to pass the noted time")
     _mark(pg.dsn, "b")
     switch_wal(settings, pg.dsn)
     mirror.sync_once()
@@ -306,7 +306,7 @@ def test_restore_until_chooses_the_newest_base_older_than_the_time(tmp_path: Pat
     second = mirror.snapshot().generation
     _mark(pg.dsn, "in-second")
     noted = time.time()
-    wait_for(lambda: time.time() > noted + 0.2, 5, "time to pass the noted time")
+    wait_until(lambda: time.time() > noted + 0.2, 5, what="time to pass the noted time")
     _mark(pg.dsn, "later")
     switch_wal(settings, pg.dsn)
     mirror.sync_once()

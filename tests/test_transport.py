@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in, wait_for
+from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in
 
-from helpers import make_settings
+from helpers import make_settings, wait_until
 from mfcolab import snapshots
 from mfcolab.errors import MissingBinaryError, SnapshotError
 from mfcolab.mirror import Mirror
@@ -115,14 +115,14 @@ def test_transport_abort_kills_rsync_and_its_leftover_is_a_temp_file(tmp_path: P
     thread = threading.Thread(target=ship)
     thread.start()
     folder = outbox.dest / "wal" / "42"
-    wait_for(lambda: folder.is_dir() and any(n.startswith(".") for n in os.listdir(folder)), 60, "rsync to start the file")
+    wait_until(lambda: folder.is_dir() and any(n.startswith(".") for n in os.listdir(folder)), 60, what="rsync to start the file")
     assert sender._process is not None
     pids = [sender._process.pid, *descendants([sender._process.pid])]
     assert len(pids) >= 2  # rsync forks its receiver
     sender.abort()
     thread.join(60)
     assert failure and "rsync" in str(failure[0])
-    wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "every rsync process to be gone")
+    wait_until(lambda: not any(_alive(pid) for pid in pids), 30, what="every rsync process to be gone")
     left = os.listdir(folder)
     assert len(left) == 1 and snapshots.is_temp(left[0])  # never the final name
     assert snapshots.remove_stale_temps(outbox.dest) == 1 and os.listdir(folder) == []

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import postgres, snapshots
+from .backoff import Backoff
 from .errors import MfcolabError, SnapshotError
 from .settings import Settings
 from .snapshots import Generation
@@ -105,9 +106,8 @@ class BaseUpload:
         self.before_ship = before_ship  # raises if this stack may not write to the root folder
         self.adopt = adopt
         self.generation_id: str | None = None
-        self.failures = 0
+        self.backoff = Backoff(RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
         self.error = ""
-        self._retry_at = 0.0
         self._aborted = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,7 +116,7 @@ class BaseUpload:
         return self._thread is not None and self._thread.is_alive()
 
     def may_start(self) -> bool:
-        return not self.running and time.monotonic() >= self._retry_at
+        return not self.running and self.backoff.due(time.monotonic())
 
     def start(self, generation_id: str, segment_size: int) -> None:
         self._aborted.clear()
@@ -149,7 +149,8 @@ class BaseUpload:
                 self._record_failure(generation_id, exc)
             return
         self._finish()
-        self.failures, self.error = 0, ""
+        self.backoff.reset()
+        self.error = ""
         log.info("new base %s uploaded in %.1f s (%.2f MB)", generation_id, time.monotonic() - started, shipped.bytes / 1e6)
         self.adopt(generation, shipped)
 
@@ -158,12 +159,10 @@ class BaseUpload:
         self.generation_id = None
 
     def _record_failure(self, generation_id: str, exc: BaseException) -> None:
-        self.failures += 1
         self.error = str(exc)
-        delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (self.failures - 1))
-        self._retry_at = time.monotonic() + delay
+        delay = self.backoff.failed(time.monotonic())
         log.warning("new base %s failed (%d in a row): %s; the current generation stays current, WAL keeps"
-                    " shipping, retrying in %.0f s", generation_id, self.failures, exc, delay)
+                    " shipping, retrying in %.0f s", generation_id, self.backoff.failures, exc, delay)
 
 
 def generation_from_backup(generation_id: str, local: Path, segment_size: int) -> Generation:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -71,7 +70,9 @@ def settings(root: Path | None = None, local: Path | None = None, **more: Any) -
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from . import logsetup
+
+    logsetup.for_console(verbose)
 
 
 def _stack_settings(root: Path | None, local: Path | None, port: int | None, host: str | None, pg_port: int | None,
@@ -107,10 +108,9 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
           registry: Registry = None, proot: Proot = None, image: Image = None,
           service_port: ServicePort = None, ui_port: UiPort = None) -> None:
     """Run the supervisor in the foreground (what `up` starts detached)."""
-    from . import stack
+    from . import logsetup, stack
 
-    logging.getLogger().setLevel(logging.INFO)
-    _log_for_a_long_run()
+    logsetup.for_service()
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
                         cloudflared, registry, proot, image, service_port, ui_port)
     raise typer.Exit(run(lambda: stack.serve(s)))
@@ -119,10 +119,10 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
 @app.command()
 def down(root: Root = None, local: Local = None) -> None:
     """Stop the stack: tunnel and service first, Postgres last, then a final snapshot."""
-    from . import stack
+    from . import control
 
     s = settings(root, local)
-    if run(lambda: stack.down(s, progress=say)):
+    if run(lambda: control.down(s, progress=say)):
         typer.echo("stopped")
     else:
         typer.echo(f"nothing is running for {s.local}")
@@ -147,12 +147,12 @@ def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
          lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
     """Print a component's log (all of them, briefly, without COMPONENT)."""
-    from . import stack
+    from . import control
     from .errors import ConfigError
     from .process import tail_file
 
     s = settings(root, local)
-    available = stack.component_logs(s)
+    available = control.component_logs(s)
     if component is None and not follow:
         for name, path in available.items():
             typer.echo(f"==> {name} ({path})")
@@ -162,7 +162,7 @@ def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web,
     if name not in available:
         fail(ConfigError(f"no log for {name!r}", f"one of: {', '.join(available) or 'none yet'}"))
     try:
-        for line in stack.follow(available[name], lines) if follow else tail_file(available[name], lines).splitlines():
+        for line in control.follow(available[name], lines) if follow else tail_file(available[name], lines).splitlines():
             typer.echo(line)
     except KeyboardInterrupt:
         pass
@@ -171,9 +171,9 @@ def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web,
 @app.command()
 def snapshot(root: Root = None, local: Local = None) -> None:
     """Take a snapshot now and print what was shipped."""
-    from . import stack
+    from . import control
 
-    typer.echo(json.dumps(run(lambda: stack.snapshot_now(settings(root, local), progress=say)), indent=2, default=str))
+    typer.echo(json.dumps(run(lambda: control.snapshot_now(settings(root, local), progress=say)), indent=2, default=str))
 
 
 @app.command()
@@ -185,8 +185,8 @@ def restore(root: Root = None, local: Local = None,
                                                      "(pgdata.before-restore-<time>) instead of refusing.")] = False,
             list_windows: Annotated[bool, typer.Option("--list", help="Show each generation's restorable window; restore nothing.")] = False) -> None:
     """Restore the database from the root folder (the stack must be down)."""
+    from . import control
     from . import restore as restoring
-    from . import stack
     from .errors import StackStateError
 
     s = settings(root, local)
@@ -195,7 +195,7 @@ def restore(root: Root = None, local: Local = None,
         return
 
     def restore_now() -> str:
-        if stack.supervisor_pid(s) is not None:
+        if control.supervisor_pid(s) is not None:
             raise StackStateError("the stack is running", "mfcolab down first")
         return restoring.restore(s, generation=generation, until=until, progress=say, move_aside=move_aside)
 
@@ -265,21 +265,12 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
 def relay(root: Annotated[Path, typer.Option("--root")], relay_port: RelayPort = None,
           folder: Annotated[Optional[Path], typer.Option("--folder")] = None, local: Local = None) -> None:
     """Run the relay of `connect --watch` in the foreground."""
+    from . import logsetup
     from . import relay as relaying
 
-    logging.getLogger().setLevel(logging.INFO)
-    _log_for_a_long_run()
+    logsetup.for_service()
     where = relaying.RelayFolder(folder or _relay_folder(local))
     raise typer.Exit(run(lambda: relaying.serve(root.absolute(), relay_port or _default_relay_port(), where)))
-
-
-def _log_for_a_long_run() -> None:
-    """Timestamps on every line, and a repeated error's traceback only once a minute."""
-    from .logfiles import quiet_repeated_errors
-
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    quiet_repeated_errors()
 
 
 def _relay_folder(local: Path | None) -> Path:

@@ -1,7 +1,10 @@
 """The lifecycle surface every supervised component offers.
 
-A component is started with `start()` (preflight checks, then spawn; it does not wait),
-counted as running only once `healthy()` answers True, and stopped with `stop(timeout)`.
+`preflight()` checks what can be checked without side effects (a busy port, a missing binary);
+`fetch(progress)` downloads or pulls what the component needs. `up` calls both in the
+foreground, so the user sees errors and progress before anything detaches. A component is
+started with `start()` (its own preparation, then spawn; it does not wait), counted as running
+only once `healthy()` answers True, and stopped with `stop(timeout)`.
 `ProcessComponent` covers the usual case: one child process in its own process group.
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 
 from .errors import PortBusyError
 from .process import ManagedProcess
+from .types import Progress
 
 
 class Component(abc.ABC):
@@ -22,6 +26,13 @@ class Component(abc.ABC):
     stop_timeout: float = 10.0
     essential: bool = True  # False: the stack comes up without it and keeps retrying it
     restart_limit: int | None = 3  # failed starts in a row before FATAL; None: keep retrying
+
+    def preflight(self) -> None:
+        """Raise MfcolabError (with a hint) if the component cannot start: port busy, binary missing.
+        No side effects: `up` calls it before it starts anything."""
+
+    def fetch(self, progress: Progress) -> None:
+        """Download or pull what the component needs (idempotent; quick once done)."""
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -68,11 +79,12 @@ class ProcessComponent(Component):
     def make_process(self) -> ManagedProcess:
         """Build the process to spawn (after preflight checks passed)."""
 
-    def preflight(self) -> None:
-        """Raise MfcolabError if the component cannot start (port busy, binary missing)."""
+    def before_spawn(self) -> None:
+        """Everything a start needs before the spawn; raise MfcolabError if it cannot start."""
+        self.preflight()
 
     def start(self) -> None:
-        self.preflight()
+        self.before_spawn()
         self.process = self.make_process()
         self.process.spawn()
 

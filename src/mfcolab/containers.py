@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -44,7 +43,8 @@ from typing import Any
 from .component import ProcessComponent, port_answers, require_free_port
 from .errors import ContainerError, MissingBinaryError
 from .logfiles import open_log
-from .process import ManagedProcess, find_processes, pid_alive
+from .process import ManagedProcess, find_processes, stop_processes
+from .types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -483,9 +483,9 @@ def _request(method: str, url: str, headers: Mapping[str, str], timeout: float) 
     request = urllib.request.Request(url, method=method, headers=dict(headers))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers
+            return response.status, dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers
+        return exc.code, dict(exc.headers)
 
 
 def _reason(exc: OSError) -> str:
@@ -534,7 +534,7 @@ class _PullWatcher:
         sizes = [min(_size(layers / digest), size) for digest, size in blobs]
         return PullProgress(
             image=self.image.name, done=sum(sizes), total=sum(size for _, size in blobs),
-            layers_done=sum(1 for (_, size), got in zip(blobs, sizes) if got == size), layers_total=len(blobs),
+            layers_done=sum(1 for (_, size), got in zip(blobs, sizes, strict=True) if got == size), layers_total=len(blobs),
         )
 
     def _emit(self, progress: PullProgress) -> None:
@@ -606,17 +606,7 @@ def container_processes(container_dir: Path) -> list[int]:
 def kill_container_processes(container_dir: Path, timeout: float = 5.0) -> list[int]:
     """SIGTERM, then SIGKILL, whatever still runs in the container. Returns the pids found."""
     pids = container_processes(container_dir)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
-            time.sleep(0.05)
-        if not any(pid_alive(pid) for pid in pids):
-            break
+    stop_processes(pids, timeout)
     return pids
 
 
@@ -658,6 +648,14 @@ class ContainerComponent(ProcessComponent):
         return self._container_dir
 
     def preflight(self) -> None:
+        # The containers share the host network: a taken port fails here, before a pull or a start.
+        require_free_port(self.spec.port, self.name, self.spec.port_flag)
+
+    def fetch(self, progress: Progress) -> None:
+        progress(f"preparing {self.name} from {self.image} (a first pull can take minutes)")
+        self.prepare(print_progress())
+
+    def before_spawn(self) -> None:
         existing = self.udocker.container_dir(self.container)
         if existing is not None:  # what a killed run may have left holding the port
             leftovers = kill_container_processes(existing)
@@ -680,7 +678,7 @@ class ContainerComponent(ProcessComponent):
         try:
             url = f"http://127.0.0.1:{self.spec.port}{self.spec.health_path}"
             with urllib.request.urlopen(url, timeout=1) as response:
-                return 200 <= response.status < 300
+                return 200 <= int(response.status) < 300
         except (OSError, ValueError):
             return False
 

@@ -10,30 +10,19 @@ All are written atomically (temporary file, then one rename) with mode 0600.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .settings import Settings
+from .snapshots import write_atomic
 
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` with mode 0600, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, [text.encode()], mode=0o600)
     try:
         path.chmod(0o600)  # some mounts (Drive) ignore modes; nothing more we can do there
     except OSError:
@@ -79,8 +68,6 @@ def masked(key: str) -> str:
 
 def read_key_file(path: str) -> str:
     """A key from a file, or from standard input for "-" (so it stays out of `ps` and shell history)."""
-    import sys
-
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -113,7 +100,7 @@ def publish_connection(settings: Settings, url: str, key: str) -> dict[str, Any]
 
 def read_connection(root: Path) -> dict[str, Any] | None:
     try:
-        record = json.loads((root / "connection.json").read_text())
+        record: object = json.loads((root / "connection.json").read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -158,7 +158,7 @@ def _progress_bar(url: str, total: int | None, done: int, show: bool) -> Iterato
     if not show:
         yield lambda _n: None
         return
-    from rich.console import Console
+    from rich.console import Console  # only when a bar is drawn: rich takes a tenth of a second to import
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     columns = (

@@ -30,6 +30,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import postgres, retention, snapshots
+from .backoff import Backoff
 from .basebackup import BaseBackups, BaseUpload
 from .errors import MfcolabError, SnapshotError
 from .settings import Settings
@@ -151,10 +152,9 @@ class Mirror:
                                   Transport(self._transport.rsync), self._writer.ensure, self._adopt_base)
         self._state = "idle"
         self._reason = ""
-        self._failures = 0
+        self._backoff = Backoff(max(settings.snapshot_interval, 1.0), MAX_BACKOFF_SECONDS)
         self._failing_since: float | None = None
         self._last_failure_log = 0.0
-        self._next_attempt = 0.0
         self._swept = False
         self.last_report: ShipReport | None = None
         prepare_staging(settings)
@@ -242,7 +242,7 @@ class Mirror:
         info: dict[str, Any] = {"state": self._state, "generations": len(manifest.generations) if manifest else 0}
         if self._state == "failing":
             info["reason"] = self._reason
-            info["failures"] = self._failures
+            info["failures"] = self._backoff.failures
         if manifest is not None and newest is not None:
             until = manifest.restored_until(newest)
             info.update(generation=newest.id, age_s=round(time.time() - until, 1), size_bytes=newest.base_bytes + newest.wal_bytes)
@@ -250,7 +250,7 @@ class Mirror:
             info["last_cycle"] = str(self.last_report)
         if self._upload.generation_id is not None:
             info["new_base"] = self._upload.generation_id
-        if self._upload.failures:
+        if self._upload.backoff.failures:
             info["base_error"] = self._upload.error
         return info
 
@@ -267,7 +267,7 @@ class Mirror:
             self._wake.wait(timeout=interval)
             self._wake.clear()
             now = time.monotonic()
-            wait = max(last_cycle + interval, self._next_attempt) - now
+            wait = max(last_cycle + interval, self._backoff.retry_at) - now
             if wait > 0 and self._stopping.wait(wait):
                 break
             if self._stopping.is_set():
@@ -304,25 +304,22 @@ class Mirror:
         return report
 
     def _record_success(self) -> None:
-        if self._failures:
-            log.warning("mirror recovered after %d failed attempts", self._failures)
+        failures = self._backoff.reset()
+        if failures:
+            log.warning("mirror recovered after %d failed attempts", failures)
         self._state, self._reason = "idle", ""
-        self._failures = 0
         self._failing_since = None
-        self._next_attempt = 0.0
 
     def _record_failure(self, exc: BaseException) -> None:
         now = time.monotonic()
-        self._failures += 1
+        self._backoff.failed(now)
         self._state, self._reason = "failing", str(exc)
         if self._failing_since is None:
             self._failing_since = now
-        base = max(self.settings.snapshot_interval, 1.0)
-        self._next_attempt = now + min(MAX_BACKOFF_SECONDS, base * 2 ** (self._failures - 1))
-        if self._failures == 1 or now - self._last_failure_log >= FAILURE_LOG_SECONDS:
+        if self._backoff.failures == 1 or now - self._last_failure_log >= FAILURE_LOG_SECONDS:
             self._last_failure_log = now
             log.warning("mirror: shipping to %s failed (%d consecutive): %s; the last complete snapshot stays current, retrying",
-                        self.settings.snapshots_dir, self._failures, exc)
+                        self.settings.snapshots_dir, self._backoff.failures, exc)
         self._manifest = None  # read it again: a failed write may or may not have landed
 
     # --- one cycle: plan into the outbox, one rsync, then the manifest -------------------------
@@ -430,7 +427,8 @@ class Mirror:
             return False
         manifest = cycle.manifest
         facts = self._facts or self._live_facts(required=True)
-        assert facts is not None
+        if facts is None:
+            raise SnapshotError(f"cannot read the identity of the server in {self.settings.pgdata}", "mfcolab logs postgres")
         staging = self.settings.wal_staging_dir
         folder = snapshots.wal_dir(self.settings, facts.system_identifier)
         for name in history:
@@ -481,8 +479,7 @@ class Mirror:
                 system_identifier = str(cur.fetchone()[0])  # type: ignore[index]
                 cur.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
                 segment_size = int(cur.fetchone()[0])  # type: ignore[index]
-                cur.execute("SELECT pg_is_in_recovery()")
-                in_recovery = bool(cur.fetchone()[0])  # type: ignore[index]
+                in_recovery = postgres.in_recovery(cur)
                 timeline = self._timeline_seen
                 if not in_recovery:
                     cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")

@@ -62,7 +62,7 @@ def ensure_server_user() -> None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         if shutil.which("useradd") is None:
-            raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd")
+            raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd") from None
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
             check=True, capture_output=True,
@@ -152,7 +152,7 @@ class Postgres(ProcessComponent):
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{DB_NAME}"
+        return dsn_for(self.port, self.password)
 
     def is_initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
@@ -196,6 +196,10 @@ class Postgres(ProcessComponent):
         return options
 
     def preflight(self) -> None:
+        pg_binary("postgres")
+        require_free_port(self.port, "Postgres server", "--pg-port")
+
+    def before_spawn(self) -> None:
         pg_binary("postgres")
         self.clear_stale_lock()
         require_free_port(self.port, "Postgres server", "--pg-port")
@@ -262,3 +266,15 @@ def _server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
     env.setdefault("PATH", "/usr/bin:/bin")
     return env
+
+
+def dsn_for(port: int, password: str) -> str:
+    """The libpq URL of mfcolab's database on 127.0.0.1 (the one place it is spelled)."""
+    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{port}/{DB_NAME}"
+
+
+def in_recovery(cursor: Any) -> bool:
+    """True while the server replays WAL (a restored server before its promotion)."""
+    cursor.execute("SELECT pg_is_in_recovery()")
+    row = cursor.fetchone()
+    return bool(row[0]) if row is not None else False

@@ -18,6 +18,8 @@ from .logfiles import open_log
 
 log = logging.getLogger(__name__)
 
+KILL_WAIT = 5.0  # seconds to wait for SIGKILL to take effect
+
 
 class ManagedProcess:
     def __init__(
@@ -122,6 +124,38 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def stop_processes(pids: Sequence[int], timeout: float, *, kill_group: bool = False,
+                   waiting: Callable[[], None] | None = None) -> bool:
+    """SIGTERM each of `pids`, wait up to `timeout` for all to exit (calling `waiting` on each
+    poll, to show progress), then SIGKILL what is left: its whole process group with
+    `kill_group`. A process already gone counts as stopped. True if all exited before the SIGKILL.
+
+    For processes this one did not spawn; `ManagedProcess.stop` is the same escalation for an
+    own child, which it also reaps."""
+    _send(pids, signal.SIGTERM, group=False)
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        if waiting is not None:
+            waiting()
+        time.sleep(0.05)
+    left = [pid for pid in pids if pid_alive(pid)]
+    if not left:
+        return True
+    _send(left, signal.SIGKILL, group=kill_group)
+    deadline = time.monotonic() + KILL_WAIT
+    while any(pid_alive(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return False
+
+
+def _send(pids: Iterable[int], sig: int, group: bool) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already, or a reused pid that is not ours
 
 
 def find_processes(matches: Callable[[bytes, bytes], bool]) -> list[int]:

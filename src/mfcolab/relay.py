@@ -41,7 +41,7 @@ from .credentials import write_private
 from .errors import ConfigError, ConnectError, PortBusyError
 from .frontdoor import Forwarder, Upstream, make_runner
 from .logfiles import open_log
-from .process import pid_alive, tail_file
+from .process import pid_alive, stop_processes, tail_file
 
 log = logging.getLogger(__name__)
 
@@ -277,18 +277,7 @@ def stop_relay(folder: RelayFolder, timeout: float = 10.0) -> bool:
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    stop_processes([pid], timeout, kill_group=True)
 
 
 def _is_relay(pid: int) -> bool:

@@ -18,19 +18,21 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
+
 from . import postgres, snapshots
 from .errors import ConfigError, MfcolabError, SnapshotError, StackStateError
+from .mirror import read_control_data
 from .process import pid_alive
 from .settings import Settings
 from .snapshots import Generation, Manifest
+from .types import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 CONF_BEGIN = "# mfcolab restore: begin"
 CONF_END = "# mfcolab restore: end"
 
@@ -152,7 +154,8 @@ def _choose(manifest: Manifest, generation: str | None, target_time: datetime | 
         return chosen
     if target_time is None:
         newest = manifest.newest()
-        assert newest is not None
+        if newest is None:
+            raise SnapshotError("no complete generation in the root folder", "check --root")
         return newest
     older = [g for g in manifest.generations if g.created < target_time.timestamp()]
     if not older:
@@ -340,8 +343,6 @@ def _describe_kept(settings: Settings) -> str:
 
 
 def _control_data(settings: Settings) -> dict[str, str]:
-    from .mirror import read_control_data
-
     return read_control_data(settings)
 
 
@@ -425,8 +426,6 @@ def reserve_lost_ids(dsn: str, datastore: Path) -> dict[str, int]:
     A restore ends at the last shipped WAL: runs and tasks created in the last seconds before a
     crash are gone from the database, but their artifacts may be in the datastore (on the shared
     folder). Reusing their ids would mix a new run with an old one's files, so skip past them."""
-    import psycopg2
-
     root = datastore / ".metaflow"
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT last_value FROM runs_v3_run_number_seq")

@@ -334,13 +334,17 @@ def temp_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
 
 
-def write_atomic(dest: Path, chunks: Iterable[bytes]) -> int:
-    """Write `chunks` to a temporary name beside `dest`, sync it, rename it over `dest`."""
+def write_atomic(dest: Path, chunks: Iterable[bytes], mode: int | None = None) -> int:
+    """Write `chunks` to a temporary name beside `dest`, sync it, rename it over `dest`, sync the
+    folder. `mode` (0o600 for a secret) is the temporary file's mode from its creation on."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_name(dest)
     written = 0
     try:
-        with open(temp, "wb") as handle:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # the umask may have taken bits the mode asks for
             for chunk in chunks:
                 handle.write(chunk)
                 written += len(chunk)

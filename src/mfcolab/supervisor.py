@@ -1,105 +1,141 @@
 """`mfcolab serve`: start the stack in dependency order, keep it up, stop it in reverse.
 
-States per component (see states.py): STARTING becomes RUNNING only once the component's
-health check passes. A component that dies is restarted after a backoff; one that dies again
-before it became healthy, too many times in a row, is FATAL. SIGTERM (what `down` sends) stops
-everything in reverse order: the tunnel first, Postgres last, then the mirror ships what is left.
-The supervisor's view of the world is written to <local>/run/status.json for `status` and `up`.
+States per component (see states.py, which also lists the allowed moves): STARTING becomes
+RUNNING only once the component's health check passes. A component that dies, or whose start
+raises, waits in BACKOFF (capped exponential, backoff.py) and is started again; after
+`restart_limit` failures in a row it is FATAL. Staying RUNNING for STABLE_AFTER seconds forgets
+the failures. `Slot.step()` is the whole state machine, one tick at a time, on an injectable
+clock. SIGTERM (what `down` sends) stops everything in reverse order: the tunnel first,
+Postgres last. The database's own boot and shutdown steps (restore, recovery, schema, mirror,
+final snapshot) are boot.py's. The supervisor's view of the world is written to
+<local>/run/status.json (status.py) for `status` and `up`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-import psycopg2
-
-from . import credentials, schema
+from . import credentials
+from .assembly import build_components, postgres_of
+from .backoff import Backoff
+from .boot import DatabaseBoot, log_tail
 from .component import Component
 from .errors import ComponentError, MfcolabError, StackStateError
 from .logfiles import MAX_BYTES, make_private, rotate_if_large
-from .postgres import Postgres
+from .mirror import Mirror
 from .settings import Settings
-from .states import State
+from .states import State, check_move
+from .status import ComponentStatus, StackStatus
+from .types import Clock
 
 log = logging.getLogger(__name__)
 
+BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 STABLE_AFTER = 60.0  # seconds of RUNNING after which the failure count resets
 TICK = 0.5
-RECOVERY_TIMEOUT = 3600.0  # replaying a long stretch of shipped WAL; progress is shown meanwhile
 LOG_CHECK_INTERVAL = 10.0  # seconds between looks at the log files' sizes
 
 
 @dataclass
 class Slot:
-    """A component and what the supervisor knows about it."""
+    """A component and what the supervisor knows about it; `step()` moves it along."""
 
     component: Component
+    clock: Clock = time.time
     state: State = State.STOPPED
-    since: float = field(default_factory=time.time)
-    failures: int = 0
+    since: float = 0.0
     restarts: int = 0
-    retry_at: float = 0.0
     reason: str = ""
     changed: bool = False  # since the status file was last written
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_FIRST, BACKOFF_MAX))
+
+    def __post_init__(self) -> None:
+        self.since = self.clock()
 
     def move(self, state: State, reason: str = "") -> None:
-        if state != self.state:
-            log.info("%s: %s -> %s%s", self.component.name, self.state.value, state.value, f" ({reason})" if reason else "")
-        self.state, self.since, self.reason, self.changed = state, time.time(), reason, True
+        """Enter `state`; raises TransitionError for a move states.ALLOWED_MOVES does not list."""
+        check_move(self.component.name, self.state, state)
+        log.info("%s: %s -> %s%s", self.component.name, self.state.value, state.value, f" ({reason})" if reason else "")
+        self.state, self.since, self.reason, self.changed = state, self.clock(), reason, True
 
-    def report(self) -> dict[str, Any]:
+    def step(self) -> None:
+        """One supervision tick: the state machine's transitions for this component."""
+        component, now = self.component, self.clock()
+        if self.state in (State.RUNNING, State.STARTING) and not component.alive():
+            # RUNNING/STARTING -> BACKOFF (or FATAL): it died
+            if self.state == State.RUNNING and now - self.since > STABLE_AFTER:
+                self.backoff.reset()
+            self.failed(self._why_it_died(now))
+        elif self.state == State.BACKOFF and self.backoff.due(now):
+            # BACKOFF -> STARTING, or back to BACKOFF (or FATAL) when start() raises
+            try:
+                component.start()
+            except MfcolabError as exc:
+                self.failed(str(exc))
+                return
+            self.restarts += 1
+            self.move(State.STARTING)
+        elif self.state == State.STARTING:
+            if component.healthy():
+                self.move(State.RUNNING)  # STARTING -> RUNNING
+            elif now - self.since > component.start_timeout:
+                component.stop(component.stop_timeout)  # STARTING -> BACKOFF on the next tick: it died
+        elif self.state == State.RUNNING and now - self.since > STABLE_AFTER:
+            self.backoff.reset()
+
+    def failed(self, why: str) -> None:
+        """A start failed or the component died: BACKOFF, or FATAL past its restart limit."""
+        delay = self.backoff.failed(self.clock())
+        limit = self.component.restart_limit
+        if limit is not None and self.backoff.failures > limit:
+            self.move(State.FATAL, f"failed {self.backoff.failures} times in a row, last: {why}; see its log")
+            return
+        reason = f"{why}; restarting in {delay:.0f} s"
+        if self.state == State.BACKOFF:  # still waiting: only the reason and the schedule change
+            self.reason, self.changed = reason, True
+        else:
+            self.move(State.BACKOFF, reason)
+
+    def _why_it_died(self, now: float) -> str:
+        error = self.component.info().get("error")
+        if error:
+            return str(error)
+        if self.state == State.STARTING and now - self.since > self.component.start_timeout:
+            return f"not healthy after {self.component.start_timeout:.0f} s"
+        return f"exited with code {_exit_code(self.component)}"
+
+    def report(self) -> ComponentStatus:
         c = self.component
-        return {
-            "name": c.name, "state": self.state.value, "pid": c.pid, "port": c.port, "since": self.since,
-            "restarts": self.restarts, "reason": self.reason, "log": str(c.log_path) if c.log_path else None,
-            **c.info(),
-        }
+        return ComponentStatus(name=c.name, state=self.state.value, pid=c.pid, port=c.port, since=self.since,
+                               restarts=self.restarts, reason=self.reason,
+                               log=str(c.log_path) if c.log_path else None, details=c.info())
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
-        from . import mirror
-        from .web import WebComponent
-
+    def __init__(self, settings: Settings, components: list[Component] | None = None,
+                 boot: DatabaseBoot | None = None, clock: Clock = time.time) -> None:
+        """`components` and `boot` default to the stack the settings describe (assembly.py)."""
         self.settings = settings
+        self.clock = clock
         credentials.access_key(settings)  # created on the first start; read again when published
-        self.postgres = Postgres(settings, credentials.db_password(settings), mirror.archive_options(settings))
-        self.mirror = mirror.Mirror(settings, self.postgres.dsn)
-        components: list[Component] = [self.postgres]
-        components += self._official_components()
-        components.append(WebComponent(settings))
-        if settings.tunnel:
-            components.append(self._tunnel())
-        self.slots = [Slot(c) for c in components]
-        self.phase = "starting"
-        self.ready = False
-        self.error = ""
-        self.public_url = ""
-        self.started_at = time.time()
+        if components is None:
+            components = build_components(settings, on_url=self._publish_url)
+            postgres = postgres_of(components)
+            boot = DatabaseBoot(settings, postgres, Mirror(settings, postgres.dsn))
+        self.boot = boot
+        self.slots = [Slot(c, clock) for c in components]
+        self.status = StackStatus(supervisor_pid=os.getpid(), started_at=clock(), url=settings.local_url)
         self._stop = threading.Event()
         self._snapshot_requested = threading.Event()
-        self._last_snapshot: dict[str, Any] = {}
-
-    def _official_components(self) -> list[Component]:
-        if self.settings.engine == "native" and self.settings.ui == "none":
-            return []
-        from . import official
-
-        return official.components(self.settings, self.postgres)
-
-    def _tunnel(self) -> Component:
-        from .tunnel import TunnelComponent
-
-        return TunnelComponent(self.settings, on_url=self._publish_url)
 
     # -- the run --------------------------------------------------------------------------
 
@@ -110,18 +146,18 @@ class Supervisor:
         try:
             self._start_all()
             if not self._stop.is_set():
-                self.ready, self.phase = True, "running"
+                self.status.ready, self.status.phase = True, "running"
                 self.write_status()
                 log.info("stack is up: %s", self.settings.local_url)
                 self._watch()
             return 0
         except MfcolabError as exc:
-            self.error = str(exc)
+            self.status.error = str(exc)
             log.error("%s", exc)
             return 1
         finally:
             self._stop_all()
-            self.phase = "stopped"
+            self.status.phase = "stopped"
             self.write_status()
             self.settings.supervisor_pid_file.unlink(missing_ok=True)
             lock.close()
@@ -129,7 +165,7 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
 
-    def _take_lock(self) -> Any:
+    def _take_lock(self) -> IO[str]:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         make_private(self.settings.run_dir / "supervisor.lock")
         handle = open(self.settings.run_dir / "supervisor.lock", "w")
@@ -146,94 +182,60 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, lambda *_: self._snapshot_requested.set())
 
     def _set_phase(self, phase: str) -> None:
-        self.phase = phase
+        self.status.phase = phase
         log.info("%s", phase)
         self.write_status()
 
     def _start_all(self) -> None:
-        from .restore import restore_if_needed
-
-        self._set_phase("checking the root folder for snapshots")
-        restored = restore_if_needed(self.settings, progress=lambda line: self._set_phase(line))
-        if restored:
-            log.info("%s", restored)
+        if self.boot is not None:
+            self.boot.before_postgres(self._set_phase)
         for slot in self.slots:
             if self._stop.is_set():
                 return
             self._set_phase(f"starting {slot.component.name}")
-            self._start_and_wait(slot)
-            if slot.component is self.postgres:
-                self._wait_for_recovery()
-                self._set_phase("applying the schema")
-                schema.apply(self.postgres.dsn)
-                self._skip_lost_ids()
-                self.mirror.start()
+            self.start_and_wait(slot)
+            if self.boot is not None and slot.component is self.boot.postgres:
+                self.boot.after_postgres(self._set_phase, self._stop)
         if not self.settings.tunnel:
             self._publish_url(self.settings.local_url)
 
-    def _skip_lost_ids(self) -> None:
-        from .restore import reserve_lost_ids
-
-        moved = reserve_lost_ids(self.postgres.dsn, self.settings.datastore_dir)
-        if moved:
-            log.info("ids used by runs lost in the last crash are skipped: sequences now at %s", moved)
-
-    def _wait_for_recovery(self) -> None:
-        """A restored server accepts read-only connections while it replays the shipped WAL;
-        the schema and the service need it promoted."""
-        shown = False
-        deadline = time.monotonic() + RECOVERY_TIMEOUT
-        while not self._stop.is_set():
-            try:
-                conn = psycopg2.connect(self.postgres.dsn, connect_timeout=5)
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT pg_is_in_recovery()")
-                        if not cur.fetchone()[0]:
-                            return
-                finally:
-                    conn.close()
-            except psycopg2.Error as exc:
-                if not self.postgres.alive():
-                    raise ComponentError(f"postgres exited during recovery{_log_tail(self.postgres)}", "mfcolab logs postgres") from exc
-            if not shown:
-                self._set_phase("Postgres is replaying the restored WAL")
-                shown = True
-            if time.monotonic() > deadline:
-                raise ComponentError(f"postgres still in recovery after {RECOVERY_TIMEOUT:.0f} s", "mfcolab logs postgres")
-            self._stop.wait(0.1)
-
-    def _start_and_wait(self, slot: Slot) -> None:
-        """Start one component and wait until it is healthy; raise if it cannot get there."""
+    def start_and_wait(self, slot: Slot) -> None:
+        """Start one component and wait until it is healthy; raise if an essential one cannot get there.
+        A non-essential one that fails is left in BACKOFF: the stack comes up without it."""
         component = slot.component
         slot.move(State.STARTING)
-        component.start()
-        deadline = time.monotonic() + component.start_timeout
-        while time.monotonic() < deadline and not self._stop.is_set():
+        try:
+            component.start()
+        except MfcolabError as exc:
+            if component.essential:
+                slot.move(State.FATAL, str(exc))
+                raise
+            slot.failed(str(exc))
+            return
+        deadline = self.clock() + component.start_timeout
+        while self.clock() < deadline and not self._stop.is_set():
             if component.healthy():
                 slot.move(State.RUNNING)
                 return
             if not component.alive():
                 break
-            time.sleep(0.05)
+            self._stop.wait(0.05)
         if self._stop.is_set():
             return
         why = "exited during start" if not component.alive() else f"not healthy after {component.start_timeout:.0f} s"
         if not component.essential:
-            # BACKOFF: the stack comes up without it; the watch loop keeps retrying.
             reason = component.info().get("error") or why
             component.stop(component.stop_timeout)
-            slot.failures, slot.retry_at = 1, time.time() + 1.0
-            slot.move(State.BACKOFF, reason)
+            slot.failed(str(reason))
             return
         slot.move(State.FATAL, why)
-        raise ComponentError(f"{component.name} {why}{_log_tail(component)}", f"mfcolab logs {component.name}")
+        raise ComponentError(f"{component.name} {why}{log_tail(component.log_path)}", f"mfcolab logs {component.name}")
 
     def _watch(self) -> None:
         next_status = next_rotation = 0.0
         while not self._stop.is_set():
             for slot in self.slots:
-                self._check(slot)
+                slot.step()
             if time.monotonic() >= next_rotation:
                 self._rotate_logs()
                 next_rotation = time.monotonic() + LOG_CHECK_INTERVAL
@@ -254,80 +256,35 @@ class Supervisor:
                 log.warning("could not rotate %s: %s", path, exc.strerror)
 
     def _take_snapshot(self) -> None:
+        if self.boot is None:
+            return
         try:
-            report = self.mirror.snapshot()
-            self._last_snapshot = {"at": time.time(), **_as_dict(report)}
+            report = self.boot.mirror.snapshot()
+            self.status.last_snapshot = {"at": time.time(), **dataclasses.asdict(report)}
         except MfcolabError as exc:
-            self._last_snapshot = {"at": time.time(), "error": str(exc)}
+            self.status.last_snapshot = {"at": time.time(), "error": str(exc)}
         self.write_status()
-
-    def _check(self, slot: Slot) -> None:
-        """One supervision step for one component: the state machine's transitions."""
-        component, now = slot.component, time.time()
-        if slot.state in (State.RUNNING, State.STARTING) and not component.alive():
-            # RUNNING/STARTING -> BACKOFF: it died
-            slot.failures = 1 if slot.state == State.RUNNING and now - slot.since > STABLE_AFTER else slot.failures + 1
-            limit = component.restart_limit
-            if limit is not None and slot.failures > limit:
-                slot.move(State.FATAL, f"died {slot.failures} times in a row; see its log")  # BACKOFF -> FATAL
-                return
-            delay = min(2.0 ** (slot.failures - 1), BACKOFF_MAX)
-            slot.retry_at = now + delay
-            why = component.info().get("error") or f"exited with code {_exit_code(component)}"
-            slot.move(State.BACKOFF, f"{why}; restarting in {delay:.0f} s")
-        elif slot.state == State.BACKOFF and now >= slot.retry_at:
-            # BACKOFF -> STARTING
-            try:
-                component.start()
-                slot.restarts += 1
-                slot.move(State.STARTING)
-            except MfcolabError as exc:
-                slot.failures += 1
-                slot.retry_at = now + min(2.0 ** slot.failures, BACKOFF_MAX)
-                slot.reason = str(exc)
-        elif slot.state == State.STARTING:
-            if component.healthy():
-                slot.move(State.RUNNING)  # STARTING -> RUNNING
-            elif now - slot.since > component.start_timeout:
-                component.stop(component.stop_timeout)  # STARTING -> BACKOFF via the dead-process path
-        elif slot.state == State.RUNNING and now - slot.since > STABLE_AFTER:
-            slot.failures = 0
 
     def _stop_all(self) -> None:
         self._set_phase("stopping")
         for slot in reversed(self.slots):
             component = slot.component
-            if component is self.postgres:
-                self.mirror.stop()
-                self._ensure_base()
+            if self.boot is not None and component is self.boot.postgres:
+                self.boot.before_postgres_stops(self._set_phase)
             if component.alive() or component.pid is not None:
-                slot.move(State.STOPPING)
+                if slot.state != State.STOPPING:
+                    slot.move(State.STOPPING)
                 log.info("waiting for %s to stop", component.name)
                 component.stop(component.stop_timeout)
-            slot.move(State.STOPPED)
-        if self.postgres.is_initialized():
-            self._set_phase("taking the final snapshot")
-            try:
-                report = self.mirror.final_snapshot()
-                log.info("final snapshot: %s", _as_dict(report))
-            except MfcolabError as exc:
-                log.error("final snapshot failed: %s", exc)
-
-    def _ensure_base(self) -> None:
-        if not self.postgres.healthy():
-            return
-        self._set_phase("making sure a complete snapshot exists")
-        try:
-            report = self.mirror.ensure_base()
-            if report is not None:
-                log.info("base before stopping: %s", report)
-        except (MfcolabError, OSError, psycopg2.Error) as exc:
-            log.error("could not take a base before stopping: %s", exc)
+            if slot.state != State.STOPPED:
+                slot.move(State.STOPPED)
+        if self.boot is not None:
+            self.boot.after_postgres_stopped(self._set_phase)
 
     # -- publishing -----------------------------------------------------------------------
 
     def _publish_url(self, url: str) -> None:
-        self.public_url = url
+        self.status.public_url = url
         credentials.publish_connection(self.settings, url, credentials.access_key(self.settings))  # rotate-key may have changed it
         log.info("published %s to %s", url, self.settings.connection_file)
         self.write_status()
@@ -335,28 +292,9 @@ class Supervisor:
     def write_status(self) -> None:
         for slot in self.slots:
             slot.changed = False
-        status = {
-            "supervisor_pid": os.getpid(),
-            "started_at": self.started_at,
-            "phase": self.phase,
-            "ready": self.ready,
-            "error": self.error,
-            "url": self.settings.local_url,
-            "public_url": self.public_url,
-            "components": [slot.report() for slot in self.slots],
-            "mirror": _safe_info(self.mirror),
-            "last_snapshot": self._last_snapshot,
-        }
-        credentials.write_private(self.settings.status_file, json.dumps(status, indent=2, default=str))
-
-
-def _log_tail(component: Component) -> str:
-    from .process import tail_file
-
-    if component.log_path is None:
-        return ""
-    tail = tail_file(component.log_path, 12).strip()
-    return f"; last lines of {component.log_path}:\n{tail}" if tail else ""
+        self.status.components = [slot.report() for slot in self.slots]
+        self.status.mirror = _mirror_info(self.boot.mirror) if self.boot is not None else {}
+        self.status.write(self.settings.status_file)
 
 
 def _exit_code(component: Component) -> Any:
@@ -364,15 +302,7 @@ def _exit_code(component: Component) -> Any:
     return process.exit_code() if process is not None else "?"
 
 
-def _as_dict(report: Any) -> dict[str, Any]:
-    if hasattr(report, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(report)
-    return dict(report) if isinstance(report, dict) else {"report": str(report)}
-
-
-def _safe_info(mirror: Any) -> dict[str, Any]:
+def _mirror_info(mirror: Mirror) -> dict[str, Any]:
     try:
         return dict(mirror.info())
     except Exception as exc:  # status must always be writable

@@ -35,6 +35,7 @@ from .download import download_file
 from .errors import MissingBinaryError, TunnelError
 from .process import ManagedProcess
 from .settings import Settings
+from .types import Progress
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,6 @@ def install_cloudflared(target: Path, *, release: CloudflaredRelease = PINNED_RE
     except TunnelError as exc:
         message = f"cloudflared is not installed and its download failed: {exc.message}"
         raise MissingBinaryError(message, _INSTALL_HINT) from exc
-
-
-def ensure_cloudflared(settings: Settings, *, progress: bool = True) -> Path:
-    """Find or download the binary now (the CLI calls this before detaching, so the progress bar is seen)."""
-    return find_cloudflared(settings.cloudflared, settings.local, progress=progress)
 
 
 # ---- reading cloudflared's output -------------------------------------------------------------
@@ -262,7 +258,11 @@ class TunnelComponent(ProcessComponent):
 
     # lifecycle
 
-    def preflight(self) -> None:
+    def fetch(self, progress: Progress) -> None:
+        """Find or download the binary now (`up` calls this before detaching, so the progress bar is seen)."""
+        self.before_spawn()
+
+    def before_spawn(self) -> None:
         if self.binary is None or not self.binary.is_file():
             self.binary = find_cloudflared(
                 self.settings.cloudflared, self.settings.local, download=self.download, release=self.release
@@ -279,7 +279,8 @@ class TunnelComponent(ProcessComponent):
         super().start()
 
     def make_process(self) -> ManagedProcess:
-        assert self.binary is not None and self.metrics_port is not None
+        if self.binary is None or self.metrics_port is None:
+            raise TunnelError("cloudflared was started before it was located", "mfcolab logs tunnel")
         argv = [
             str(self.binary), "tunnel", "--no-autoupdate",
             "--url", self.target,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
 import requests
 
-from . import credentials
+from . import credentials, logsetup, postgres
 from .component import ProcessComponent, require_free_port
-from .postgres import DB_NAME, DB_USER
 from .process import ManagedProcess
 from .settings import Settings
 
@@ -25,25 +25,27 @@ log = logging.getLogger(__name__)
 
 
 def database_dsn(settings: Settings) -> str:
-    password = credentials.db_password(settings)
-    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{settings.pg_port}/{DB_NAME}"
+    return postgres.dsn_for(settings.pg_port, credentials.db_password(settings))
+
+
+# The app's modules (aiohttp, asyncpg, the service) are imported inside the functions that run in
+# the web process only: the supervisor and `up` import this module for WebComponent, and those
+# imports would add about a second to both.
 
 
 def build_app(settings: Settings) -> Any:
     from . import frontdoor
+    from .official import ui_static_dir
+    from .service import create_app as create_service
 
     key = None if settings.no_auth else credentials.access_key(settings)
     if settings.engine == "native":
-        from .service import create_app as create_service
-
         metadata: Any = create_service(database_dsn(settings))
     else:
         metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
     api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
     static_dir = None
     if settings.ui == "official":
-        from .official import ui_static_dir
-
         static_dir = ui_static_dir(settings)
     return frontdoor.create_app(
         key, metadata, api=api, static_dir=static_dir, key_file=settings.key_file, sessions_file=settings.sessions_file
@@ -56,8 +58,6 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    import signal
-
     from aiohttp import web
 
     from .frontdoor import make_runner
@@ -114,10 +114,7 @@ def _inherited_env() -> dict[str, str]:
 
 
 def main() -> None:
-    from .logfiles import quiet_repeated_errors
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_repeated_errors()
+    logsetup.for_service()
     settings = Settings.resolve()
     if not settings.access_log:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

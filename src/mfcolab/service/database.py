@@ -90,7 +90,7 @@ class Database:
         return await self.pool.fetchrow(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        return await self.pool.execute(query, *args)
+        return str(await self.pool.execute(query, *args))
 
 
 def updated_rows(status: str) -> int:

@@ -28,7 +28,8 @@ _TEXT_HEADERS = {"Content-Type": "text/plain; charset=utf-8", VERSION_HEADER: VE
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Called when the database connection fails, so the pool can replace its connections.
-CONNECTION_LOST = web.AppKey("mfcolab_service_connection_lost", Callable[[], Awaitable[None]])
+ConnectionLost = Callable[[], Awaitable[None]]
+CONNECTION_LOST: web.AppKey[ConnectionLost] = web.AppKey("mfcolab_service_connection_lost")
 
 
 class ApiError(Exception):

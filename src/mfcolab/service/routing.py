@@ -67,7 +67,7 @@ class ShapeRouter:
             if found is None:
                 return message(404, f"no such route: {request.method} {request.path}")
             route, values = found
-            request.match_info.update(values)  # type: ignore[attr-defined]
+            request.match_info.update(values)
             return await route.handler(request)
 
         return dispatch
