@@ -60,6 +60,7 @@ from stack_helpers import Stack  # noqa: E402
 from mfcolab import snapshots  # noqa: E402
 from mfcolab.postgres import DB_USER, run_pg_tool  # noqa: E402
 from mfcolab.process import descendants, find_processes, pid_alive  # noqa: E402
+from mfcolab.settings import Settings  # noqa: E402
 
 KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
 LOSS_TARGET_SECONDS = 10.0
@@ -383,7 +384,7 @@ def check_database(stack: Stack) -> None:
     """pg_amcheck over every database; raises with its report when it finds anything."""
     status = stack.status()
     postgres = next(c for c in status["components"] if c["name"] == "postgres")
-    run_pg_tool("pg_amcheck", ["-h", str(stack.local / "run" / "pg"), "-p", str(postgres["port"]), "-U", DB_USER,
+    run_pg_tool(Settings.resolve(root=stack.root, local=stack.local), "pg_amcheck", ["-h", str(stack.local / "run" / "pg"), "-p", str(postgres["port"]), "-U", DB_USER,
                                "--all", "--install-missing", "--heapallindexed"], timeout=600)
 
 

@@ -179,7 +179,7 @@ class ComponentStack:
 
     def check_database(self) -> None:
         """pg_amcheck over every database; raises with its report when it finds anything."""
-        run_pg_tool("pg_amcheck", ["-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port),
+        run_pg_tool(self.settings, "pg_amcheck", ["-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port),
                                    "-U", DB_USER, "--all", "--install-missing", "--heapallindexed"], timeout=300)
 
     def stop(self) -> None:
