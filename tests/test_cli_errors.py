@@ -45,7 +45,7 @@ def test_cli_missing_package_is_one_line_naming_the_pip_install(tmp_path: Path) 
     # psycopg2 absent from this interpreter, as in a venv where nobody installed it.
     program = "import sys\nsys.modules['psycopg2'] = None\nsys.argv[0] = 'mfcolab'\nfrom mfcolab.cli import main\nmain()"
     result = subprocess.run([sys.executable, "-c", program, "status", "--local", str(tmp_path / "local"),
-                             "--root", str(tmp_path / "root")], capture_output=True, text=True, timeout=120)
+                             "--root", str(tmp_path / "root")], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = _error_lines(result.stderr)
