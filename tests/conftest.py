@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import make_settings, start_postgres
@@ -21,6 +24,16 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("MFCOLAB_", "METAFLOW_")) or name in ("MF_ROOT", "PGDATA_DIR"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    """A temporary folder for a whole stack, outside pytest's tmp_path: every pytest session that
+    starts resets /tmp/pytest-of-root to 0700, which locks the Postgres server user (root runs it
+    as another user) out of a data directory below it while another session starts on the machine."""
+    path = Path(tempfile.mkdtemp(prefix="mfcolab-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

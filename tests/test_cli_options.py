@@ -110,6 +110,7 @@ COVERAGE: dict[tuple[str, str], tuple[str, ...]] = {
     ("connect", "--stop-relay"): (CONNECT_WATCH,),
     ("connect", "--local"): (CONNECT_WATCH,),
     ("connect", "--key-file"): ("tests/test_keys.py::test_connect_takes_the_key_from_a_file_or_stdin",),
+    ("connect", "--user"): ("tests/test_fresh_machine.py::test_connect_user_option_is_written_and_a_found_name_is_left_alone",),
     ("key", "--root"): ("tests/test_keys.py::test_key_prints_the_key_and_the_summary_only_masks_it",
                         "tests/test_keys.py::test_key_without_a_key_is_one_line"),
     ("key", "--local"): ("tests/test_keys.py::test_key_prints_the_key_and_the_summary_only_masks_it",),

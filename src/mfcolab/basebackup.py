@@ -70,14 +70,14 @@ class BaseBackups:
         staging = snapshots.base_staging_dir(self.settings)
         self.clear_staging()
         staging.mkdir(parents=True)
-        postgres.give_to_server_user(staging)
+        postgres.give_to_server_user(self.settings, staging)
         target = staging / generation_id
         argv = [
             str(postgres.pg_binary("pg_basebackup")), "-D", str(target), "--format=tar", "--wal-method=stream",
             "--checkpoint=fast", "--compress=gzip:1", "--no-sync", f"--label=mfcolab {generation_id}",
             "-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port), "-U", postgres.DB_USER,
         ]
-        process = subprocess.Popen(argv, user=postgres.server_user(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, user=postgres.server_user(self.settings), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._process = process
         try:
             output, _ = process.communicate(timeout=TIMEOUT_SECONDS)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 
+from . import crashlog
 from .errors import MfcolabError
 from .settings import Settings
 
@@ -50,10 +51,14 @@ def say(line: str) -> None:
 
 def fail(exc: MfcolabError) -> NoReturn:
     """Print an error as one line (and its hint), exit with code 1."""
+    show_error(exc)
+    raise typer.Exit(1)
+
+
+def show_error(exc: MfcolabError) -> None:
     typer.secho(f"error: {exc.message}", err=True, fg="red")
     if exc.hint:
         typer.echo(f"  try: {exc.hint}", err=True)
-    raise typer.Exit(1)
 
 
 def run(action: Callable[[], T]) -> T:
@@ -64,12 +69,38 @@ def run(action: Callable[[], T]) -> T:
         fail(exc)
 
 
+_in_use: list[Settings] = []  # the settings this command resolved: its error log goes to their logs folder
+
+
 def settings(root: Path | None = None, local: Path | None = None, **more: Any) -> Settings:
-    return run(lambda: Settings.resolve(root=root, local=local, **more))
+    resolved = run(lambda: Settings.resolve(root=root, local=local, **more))
+    _in_use.append(resolved)
+    return resolved
+
+
+def main() -> None:
+    """The `mfcolab` command. An unexpected exception ends as one line and exit code 1; its
+    traceback goes to the error log that the line names."""
+    try:
+        app(prog_name="mfcolab")
+    except Exception as exc:  # noqa: BLE001 - the boundary for whatever nothing else caught
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        log = crashlog.record(exc, _error_log_folder(), command)
+        show_error(MfcolabError(*crashlog.explain(exc, command, log)))
+        sys.exit(1)
+
+
+def _error_log_folder() -> Path | None:
+    if _in_use:
+        return _in_use[-1].logs_dir
+    try:
+        return Settings.resolve().logs_dir
+    except Exception:  # noqa: BLE001 - the environment itself is unusable: the temporary folder will do
+        return None
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
+def _logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False) -> None:
     from . import logsetup
 
     logsetup.for_console(verbose)
@@ -235,7 +266,9 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
             watch: Annotated[bool, typer.Option("--watch", help="Follow URL changes through a local relay (needs --root).")] = False,
             relay_port: RelayPort = None,
             stop_relay: Annotated[bool, typer.Option("--stop-relay", help="Stop the relay started by --watch.")] = False,
-            local: Local = None) -> None:
+            local: Local = None,
+            user: Annotated[Optional[str], typer.Option("--user", help="User name runs are recorded under (METAFLOW_USER); "
+                                                        "default: colab where Metaflow finds none, as root on Colab.")] = None) -> None:
     """Point the Metaflow client on this machine at the service."""
     from . import connect as client
     from .credentials import read_key_file
@@ -249,15 +282,19 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
         return
     if watch:
         port = relay_port or _default_relay_port()
-        w = run(lambda: client.connect_watching(key, root, profile, port, folder))
+        w = run(lambda: client.connect_watching(key, root, profile, port, folder, user))
         how = "reusing the relay" if w.reused else "started a relay"
         say(f"connected to {w.public.service_url} (metadata service {w.version})")
         say(f"{how} on {w.local.url} (pid {w.relay_state.get('pid')}); it follows {root}/connection.json")
         stop = "mfcolab connect --stop-relay" + (f" --local {local}" if local else "")
         say(f"profile written to {w.profile_path}; stop the relay with `{stop}`")
+        target = w.local
     else:
-        target, path, version = run(lambda: client.connect(url, key, root, profile))
+        target, path, version = run(lambda: client.connect(url, key, root, profile, user))
         say(f"connected to {target.service_url} (metadata service {version}); profile written to {path}")
+    if target.user:
+        why = "" if user else " (Metaflow accepts no run by 'root' and found no other name here)"
+        say(f"runs are recorded as user {target.user!r}{why}; choose another with --user NAME")
     typer.echo(f"export METAFLOW_PROFILE={profile}")
 
 
@@ -284,4 +321,4 @@ def _default_relay_port() -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app(sys.argv[1:])
+    main()

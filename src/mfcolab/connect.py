@@ -11,6 +11,7 @@ are under way keep reaching the service when the public URL changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ RELAY_RETRY_COUNT = 8
 # Answers from Cloudflare's edge (not from mfcolab) while the tunnel or the service behind it is away.
 _EDGE_TROUBLE = {502: "no answer from behind the tunnel", 503: "service unavailable",
                  504: "no answer from behind the tunnel", 530: "no tunnel connected for this hostname"}
+# Where Metaflow looks for the user name, in its order; it skips "root", the only user on Colab.
+_USER_SOURCES = ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")
+DEFAULT_USER = "colab"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Target:
     url: str  # front door base URL
     key: str | None
     datastore_root: str
+    user: str | None = None  # METAFLOW_USER for the profile; None: Metaflow finds a name itself
 
     @property
     def service_url(self) -> str:
@@ -95,7 +100,19 @@ def profile_config(target: Target, retry_count: int | None = None) -> dict[str, 
         config["METAFLOW_SERVICE_AUTH_KEY"] = target.key
     if retry_count is not None:
         config["METAFLOW_SERVICE_RETRY_COUNT"] = str(retry_count)
+    if target.user:
+        config["METAFLOW_USER"] = target.user
     return config
+
+
+def profile_user(given: str | None) -> str | None:
+    """The user name the profile sets: the one given, else DEFAULT_USER when Metaflow would find
+    no usable name in this environment (as root with no SUDO_USER/USERNAME, on every Colab runtime)."""
+    if given:
+        return given
+    if any(os.environ.get(name) not in (None, "", "root") for name in _USER_SOURCES):
+        return None
+    return DEFAULT_USER
 
 
 def write_profile(target: Target, profile: str, retry_count: int | None = None) -> Path:
@@ -105,8 +122,9 @@ def write_profile(target: Target, profile: str, retry_count: int | None = None) 
     return path
 
 
-def connect(url: str | None, key: str | None, root: Path | None, profile: str) -> tuple[Target, Path, str]:
-    target = find_target(url, key, root)
+def connect(url: str | None, key: str | None, root: Path | None, profile: str,
+            user: str | None = None) -> tuple[Target, Path, str]:
+    target = dataclasses.replace(find_target(url, key, root), user=profile_user(user))
     version = ping(target)
     return target, write_profile(target, profile), version
 
@@ -123,7 +141,8 @@ class Watching:
     reused: bool
 
 
-def connect_watching(key: str | None, root: Path | None, profile: str, port: int, folder: Path) -> Watching:
+def connect_watching(key: str | None, root: Path | None, profile: str, port: int, folder: Path,
+                     user: str | None = None) -> Watching:
     """Check the service, start (or reuse) the relay that follows <root>/connection.json, write the profile."""
     if root is None:
         raise ConnectError("--watch follows the URL the CPU side publishes in a shared folder: --root is needed",
@@ -131,7 +150,7 @@ def connect_watching(key: str | None, root: Path | None, profile: str, port: int
     public = find_target(None, key, root)
     ping(public)
     state, reused = relay.start_relay(root.absolute(), port, relay.RelayFolder(folder))
-    local = Target(relay.relay_url(port), public.key, public.datastore_root)
+    local = Target(relay.relay_url(port), public.key, public.datastore_root, profile_user(user))
     version = ping(local)
     path = write_profile(local, profile, retry_count=RELAY_RETRY_COUNT)
     return Watching(public, local, path, version, state, reused)

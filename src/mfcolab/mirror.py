@@ -95,7 +95,7 @@ def prepare_staging(settings: Settings) -> Path:
     """The local folder archive_command writes to, owned by the server user."""
     staging = settings.wal_staging_dir
     staging.mkdir(parents=True, exist_ok=True)
-    postgres.give_to_server_user(staging)
+    postgres.give_to_server_user(settings, staging)
     return staging
 
 
@@ -566,7 +566,7 @@ class Mirror:
 
 def read_control_data(settings: Settings) -> dict[str, str]:
     """pg_controldata of the local data directory, as a dict."""
-    output = postgres.run_pg_tool("pg_controldata", ["-D", str(settings.pgdata)])
+    output = postgres.run_pg_tool(settings, "pg_controldata", ["-D", str(settings.pgdata)])
     values = {}
     for line in output.splitlines():
         name, sep, value = line.partition(":")

@@ -25,7 +25,6 @@ from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateE
 from .process import ManagedProcess, pid_alive
 from .settings import Settings
 
-SYSTEM_USER = "mfcolab-pg"
 DB_USER = "postgres"
 DB_NAME = "postgres"
 WAL_SEGMENT_MB = 1  # small segments: the mirror ships completed segments, so small ones ship sooner
@@ -50,21 +49,21 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-def server_user() -> str | None:
+def server_user(settings: Settings) -> str | None:
     """The system user Postgres runs as: None means the current user."""
-    return SYSTEM_USER if running_as_root() else None
+    return settings.pg_user if running_as_root() else None
 
 
-def ensure_server_user() -> None:
+def ensure_server_user(settings: Settings) -> None:
     if not running_as_root():
         return
     try:
-        pwd.getpwnam(SYSTEM_USER)
+        pwd.getpwnam(settings.pg_user)
     except KeyError:
         if shutil.which("useradd") is None:
             raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd") from None
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", settings.pg_user],
             check=True, capture_output=True,
         )
     # The server user must reach the binaries (often under /root or a 0700 venv).
@@ -98,13 +97,13 @@ def _make_traversable(path: Path) -> None:
             folder.chmod(mode | 0o011)
 
 
-def give_to_server_user(path: Path, mode: int = 0o700) -> None:
+def give_to_server_user(settings: Settings, path: Path, mode: int = 0o700) -> None:
     """Make `path` (recursively) owned by the server user with `mode` on directories."""
-    user = server_user()
+    user = server_user(settings)
     if user is None:
         path.chmod(mode)
         return
-    ensure_server_user()
+    ensure_server_user(settings)
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
     for folder, _dirs, files in os.walk(path):
@@ -115,11 +114,12 @@ def give_to_server_user(path: Path, mode: int = 0o700) -> None:
     _make_traversable(path.parent)
 
 
-def run_pg_tool(name: str, args: list[str], *, timeout: float = 120) -> str:
+def run_pg_tool(settings: Settings, name: str, args: list[str], *, timeout: float = 120) -> str:
     """Run a Postgres program as the server user; raise ComponentError with its output on failure."""
+    ensure_server_user(settings)
     result = subprocess.run(
         [str(pg_binary(name)), *args],
-        user=server_user(), cwd="/", capture_output=True, text=True, timeout=timeout,
+        user=server_user(settings), cwd="/", capture_output=True, text=True, timeout=timeout,
     )
     if result.returncode != 0:
         raise ComponentError(f"{name} failed: {(result.stderr or result.stdout).strip()[-800:]}", "mfcolab logs postgres")
@@ -166,15 +166,15 @@ class Postgres(ProcessComponent):
                 f"{self.pgdata} is not empty but holds no database",
                 "move it away, or point PGDATA_DIR/--local at an empty folder",
             )
-        ensure_server_user()
+        ensure_server_user(self.settings)
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         pwfile = self.settings.run_dir / "initdb-password"
         pwfile.write_text(self.password + "\n")
         try:
-            give_to_server_user(self.pgdata)
-            give_to_server_user(pwfile, 0o600)
-            run_pg_tool("initdb", [
+            give_to_server_user(self.settings, self.pgdata)
+            give_to_server_user(self.settings, pwfile, 0o600)
+            run_pg_tool(self.settings, "initdb", [
                 "-D", str(self.pgdata), "-U", DB_USER, f"--pwfile={pwfile}",
                 "--auth-host=scram-sha-256", "--auth-local=trust", "--encoding=UTF8", "--locale=C",
                 f"--wal-segsize={WAL_SEGMENT_MB}",
@@ -205,8 +205,8 @@ class Postgres(ProcessComponent):
         require_free_port(self.port, "Postgres server", "--pg-port")
         self.initialize()
         self.socket_dir.mkdir(parents=True, exist_ok=True)
-        give_to_server_user(self.socket_dir)
-        give_to_server_user(self.pgdata)  # a restored or copied data dir may belong to root
+        give_to_server_user(self.settings, self.socket_dir)
+        give_to_server_user(self.settings, self.pgdata)  # a restored or copied data dir may belong to root
 
     def clear_stale_lock(self) -> None:
         """Remove the lock files of a killed server; refuse if a server still runs on this data.
@@ -231,7 +231,7 @@ class Postgres(ProcessComponent):
             argv += ["-c", f"{name}={value}"]
         # SIGINT is Postgres' "fast shutdown": roll back, checkpoint, exit cleanly.
         return ManagedProcess(
-            self.name, argv, self.log_path, user=server_user(), cwd=Path("/"),
+            self.name, argv, self.log_path, user=server_user(self.settings), cwd=Path("/"),
             stop_signal=signal.SIGINT, env=_server_env(),
         )
 

@@ -207,9 +207,8 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    postgres.ensure_server_user()
-    postgres.give_to_server_user(pgdata, 0o700)
-    postgres.give_to_server_user(wal_dir, 0o700)
+    postgres.give_to_server_user(settings, pgdata, 0o700)
+    postgres.give_to_server_user(settings, wal_dir, 0o700)
     until = "" if target_time is None else f" up to {target_time.isoformat()}"
     description = (f"restored generation {generation.id} (base {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(generation.created))},"
                    f" WAL through {last or 'the base'}{until}) into {pgdata} in {time.monotonic() - started:.1f} s;"

@@ -49,6 +49,7 @@ ENV_NAMES = {
     "proot": "MFCOLAB_PROOT",
     "official_image": "MFCOLAB_OFFICIAL_IMAGE",
     "access_log": "MFCOLAB_ACCESS_LOG",
+    "pg_user": "MFCOLAB_PG_USER",
 }
 
 
@@ -73,6 +74,7 @@ class Settings:
     proot: str = ""  # system proot for udocker (machines without udocker's tools download)
     official_image: str = ""  # the official engine/UI image; empty: the pinned one in official.py
     access_log: bool = False  # one line per request in the web log (costs more CPU than a small request)
+    pg_user: str = "mfcolab-pg"  # the system user Postgres runs as when mfcolab runs as root (created on first use)
 
     @classmethod
     def resolve(cls, **given: Any) -> Settings:

@@ -155,6 +155,9 @@ class Supervisor:
             self.status.error = str(exc)
             log.error("%s", exc)
             return 1
+        except Exception as exc:  # `up` shows this line; the traceback goes to the error log
+            self.status.error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self._stop_all()
             self.status.phase = "stopped"

@@ -144,8 +144,8 @@ class ComponentStack:
 
     def check_database(self) -> None:
         """pg_amcheck over every database; raises with its report when it finds anything."""
-        run_pg_tool("pg_amcheck", ["-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port),
-                                   "-U", DB_USER, "--all", "--install-missing", "--heapallindexed"], timeout=300)
+        run_pg_tool(self.settings, "pg_amcheck", ["-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port),
+                                                  "-U", DB_USER, "--all", "--install-missing", "--heapallindexed"], timeout=300)
 
     def stop(self) -> None:
         if self.mirror is not None and self.mirror.poll() is None:

@@ -26,6 +26,7 @@ from helpers import free_port, wait_until
 from mfcolab import snapshots
 from mfcolab.postgres import DB_USER, run_pg_tool
 from mfcolab.process import descendants, find_processes, pid_alive
+from mfcolab.settings import Settings
 from stack_helpers import Stack
 
 KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
@@ -350,8 +351,9 @@ def check_database(stack: Stack) -> None:
     """pg_amcheck over every database; raises with its report when it finds anything."""
     status = stack.status()
     postgres = next(c for c in status["components"] if c["name"] == "postgres")
-    run_pg_tool("pg_amcheck", ["-h", str(stack.local / "run" / "pg"), "-p", str(postgres["port"]), "-U", DB_USER,
-                               "--all", "--install-missing", "--heapallindexed"], timeout=600)
+    run_pg_tool(Settings.resolve(root=stack.root, local=stack.local), "pg_amcheck",
+                ["-h", str(stack.local / "run" / "pg"), "-p", str(postgres["port"]), "-U", DB_USER,
+                 "--all", "--install-missing", "--heapallindexed"], timeout=600)
 
 
 def check_runs(stack: Stack, torture: Torture, flow: str, acks: list[Ack]) -> list[Ack]:
