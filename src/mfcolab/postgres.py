@@ -7,6 +7,7 @@ runs as an unprivileged system user, because Postgres refuses to run as root.
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import os
 import pwd
@@ -21,8 +22,9 @@ from typing import Any
 import psycopg2
 
 from .component import ProcessComponent, require_free_port
+from .credentials import write_private
 from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateError
-from .process import ManagedProcess, pid_alive
+from .process import ManagedProcess, as_user, pid_alive
 from .settings import Settings
 
 SYSTEM_USER = "mfcolab-pg"
@@ -64,11 +66,38 @@ def ensure_server_user() -> None:
         if shutil.which("useradd") is None:
             raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd")
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
             check=True, capture_output=True,
         )
+    give_own_group(SYSTEM_USER)
     # The server user must reach the binaries (often under /root or a 0700 venv).
     _open_path_for_others(bin_dir().parent)
+
+
+def give_own_group(user: str) -> None:
+    """Make `user`'s primary group one of its own. Older versions (or a hand-made user) left it
+    with gid 0 or a shared group such as nogroup, which the server processes then ran with."""
+    entry = pwd.getpwnam(user)
+    try:
+        if grp.getgrgid(entry.pw_gid).gr_name == user:
+            return
+    except KeyError:
+        pass
+    commands = [] if _group_exists(user) else [["groupadd", "--system", user]]
+    for argv in [*commands, ["usermod", "-g", user, user]]:
+        result = subprocess.run(argv, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ConfigError(f"the Postgres system user {user} has gid {entry.pw_gid}, not a group of its own, and"
+                              f" `{' '.join(argv)}` failed: {(result.stderr or result.stdout).strip()}",
+                              f"as root: groupadd --system {user}; usermod -g {user} {user}")
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _open_path_for_others(path: Path) -> None:
@@ -119,7 +148,7 @@ def run_pg_tool(name: str, args: list[str], *, timeout: float = 120) -> str:
     """Run a Postgres program as the server user; raise ComponentError with its output on failure."""
     result = subprocess.run(
         [str(pg_binary(name)), *args],
-        user=server_user(), cwd="/", capture_output=True, text=True, timeout=timeout,
+        **as_user(server_user()), cwd="/", capture_output=True, text=True, timeout=timeout,
     )
     if result.returncode != 0:
         raise ComponentError(f"{name} failed: {(result.stderr or result.stdout).strip()[-800:]}", "mfcolab logs postgres")
@@ -170,7 +199,7 @@ class Postgres(ProcessComponent):
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         pwfile = self.settings.run_dir / "initdb-password"
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")  # 0600 from the start: a local user may be watching
         try:
             give_to_server_user(self.pgdata)
             give_to_server_user(pwfile, 0o600)

@@ -163,6 +163,7 @@ class Supervisor:
                 self._wait_for_recovery()
                 self._set_phase("applying the schema")
                 schema.apply(self.postgres.dsn)
+                schema.give_tables_to_service(self.postgres.dsn, credentials.service_password(self.settings))
                 self._skip_lost_ids()
                 self.mirror.start()
         if not self.settings.tunnel:

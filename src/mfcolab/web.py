@@ -17,16 +17,18 @@ import requests
 
 from . import credentials
 from .component import ProcessComponent, require_free_port
-from .postgres import DB_NAME, DB_USER
+from .postgres import DB_NAME
 from .process import ManagedProcess
+from .schema import SERVICE_ROLE
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def database_dsn(settings: Settings) -> str:
-    password = credentials.db_password(settings)
-    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{settings.pg_port}/{DB_NAME}"
+    """Where the metadata service (native or official) connects: as its own role, not the superuser."""
+    password = credentials.service_password(settings)
+    return f"postgresql://{SERVICE_ROLE}:{password}@127.0.0.1:{settings.pg_port}/{DB_NAME}"
 
 
 def build_app(settings: Settings) -> Any:
