@@ -6,19 +6,18 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import secrets
-import stat
+import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import make_settings, start_postgres
+
 from mfcolab import postgres
-from mfcolab.postgres import Postgres
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server user exists only when mfcolab runs as root")
 
@@ -66,42 +65,29 @@ def test_an_older_server_user_on_a_shared_group_gets_its_own(throwaway_user: str
     assert pwd.getpwnam(throwaway_user).pw_gid == gid
 
 
-class _Watcher(threading.Thread):
-    """A local user polling a folder: records the mode of every file seen there."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(daemon=True)
-        self.folder = folder
-        self.modes: dict[str, set[int]] = {}
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                names = os.listdir(self.folder)
-            except OSError:
-                continue
-            for name in names:
-                try:
-                    self.modes.setdefault(name, set()).add(stat.S_IMODE(os.lstat(self.folder / name).st_mode))
-                except OSError:
-                    pass
+INITIALIZE = """
+import sys
+from mfcolab.postgres import Postgres
+from mfcolab.settings import Settings
+Postgres(Settings.resolve(root=sys.argv[1], local=sys.argv[2], pg_port=int(sys.argv[3]), tunnel=False), "pw").initialize()
+"""
+_CREATE = re.compile(r'open(?:at)?\((?:AT_FDCWD, )?"([^"]*initdb-password[^"]*)", ([A-Z_|]+), (0[0-7]+)\)')
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is installed by scripts/setup --test")
 def test_the_initdb_password_file_is_private_from_its_first_moment(tmp_path: Path) -> None:
+    """Every file the password is written to is created 0600 (a chmod afterwards leaves a window
+    in which a local user polling the folder reads it). Observed in the real system calls."""
     settings = make_settings(tmp_path)
-    settings.run_dir.mkdir(parents=True)
-    watcher = _Watcher(settings.run_dir)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # let the watcher look as often as a separate process would
-    watcher.start()
-    try:
-        Postgres(settings, "initdb-password-test").initialize()
-    finally:
-        watcher.stopping.set()
-        watcher.join(10)
-        sys.setswitchinterval(interval)
-    seen = {name: modes for name, modes in watcher.modes.items() if "initdb-password" in name}
-    assert seen, "the watcher never saw the password file"
-    assert {name: sorted(oct(mode) for mode in modes if mode & 0o077) for name, modes in seen.items()} == {name: [] for name in seen}
-    assert not (settings.run_dir / "initdb-password").exists()
+    trace = tmp_path / "trace"
+    result = subprocess.run(["strace", "-f", "-e", "trace=open,openat", "-o", str(trace), sys.executable, "-c", INITIALIZE,
+                             str(settings.root), str(settings.local), str(settings.pg_port)],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    created = {match.group(1): int(match.group(3), 8) & ~umask for match in map(_CREATE.search, trace.read_text().splitlines())
+               if match is not None and "O_CREAT" in match.group(2)}
+    assert created, "the password file was never created"
+    assert {path: oct(mode) for path, mode in created.items() if mode & 0o077} == {}
+    assert (settings.pgdata / "PG_VERSION").exists() and not (settings.run_dir / "initdb-password").exists()
