@@ -91,8 +91,9 @@ class Supervisor:
         if self.settings.engine == "native" and self.settings.ui == "none":
             return []
         from . import official
+        from .web import database_dsn
 
-        return official.components(self.settings, self.postgres)
+        return official.components(self.settings, database_dsn(self.settings))  # as the service's role
 
     def _tunnel(self) -> Component:
         from .tunnel import TunnelComponent
