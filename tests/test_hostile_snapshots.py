@@ -173,6 +173,29 @@ def test_restore_stops_the_wal_at_a_short_or_foreign_segment(shipped_root: Path,
     assert not (snapshots.restore_wal_dir(settings) / bad.name[:-3]).exists()
 
 
+def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    manifest = snapshots.load_manifest(settings)
+    assert manifest is not None
+    generation = manifest.generations[-1]
+    path = snapshots.base_dir(settings, generation.id) / "pg_wal.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(path, "r:gz") as old, tarfile.open(fileobj=buffer, mode="w:gz") as new:
+        segments = [member for member in old.getmembers() if snapshots.is_segment(member.name)]
+        assert segments
+        for member in old.getmembers():
+            content = old.extractfile(member) if member.isreg() else None
+            if member is segments[0] and content is not None:
+                data = content.read()[:1000]
+                member.size, content = len(data), io.BytesIO(data)
+            new.addfile(member, content)
+    path.write_bytes(buffer.getvalue())
+    generation.files["pg_wal.tar.gz"] = len(buffer.getvalue())
+    snapshots.save_manifest(settings, manifest)
+    with pytest.raises(SnapshotError, match="a segment has"):
+        restore_if_needed(settings, progress=lambda line: None)
+
+
 # --- the mirror and the staging folder (writable by the server user) ---------------------------
 
 def test_mirror_refuses_a_staged_symlink_and_ships_the_real_segment_after_it(

@@ -152,8 +152,17 @@ def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None
     _extract(folder / "base.tar.gz", work)
     (work / "pg_wal").mkdir(exist_ok=True)
     _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
+    _check_base_wal(work / "pg_wal", generation)
     (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
     _write_own_config(work)
+
+
+def _check_base_wal(pg_wal: Path, generation: Generation) -> None:
+    """The segments that came with the base backup, checked like every shipped one."""
+    for path in sorted(pg_wal.iterdir()):
+        if snapshots.is_segment(path.name):
+            _timeline, segno = snapshots.parse_segment(path.name, generation.segment_size)
+            walfile.check_segment(path, path.read_bytes(), generation.segment_size, segno, generation.system_identifier)
 
 
 class _NotPlain(tarfile.FilterError):
