@@ -48,7 +48,8 @@ def test_postgres_runs_with_the_server_users_own_group_and_no_other(tmp_path: Pa
 
 @pytest.fixture()
 def throwaway_user() -> Iterator[str]:
-    """A user name to create in the test; removed afterwards (with its group)."""
+    """A user name to create in the test (not a system user: its id never competes with the
+    shared server user's); removed afterwards, with its group."""
     name = f"mfct-{secrets.token_hex(4)}"
     yield name
     subprocess.run(["userdel", name], capture_output=True, check=False)
@@ -58,7 +59,7 @@ def throwaway_user() -> Iterator[str]:
 @as_root
 @pytest.mark.parametrize("old_group", ["root", "nogroup"])
 def test_an_older_server_user_on_a_shared_group_gets_its_own(throwaway_user: str, old_group: str) -> None:
-    subprocess.run(["useradd", "--system", "--no-create-home", "--no-user-group", "-g", old_group,
+    subprocess.run(["useradd", "--no-create-home", "--no-user-group", "-g", old_group,
                     "--shell", "/usr/sbin/nologin", throwaway_user], check=True, capture_output=True)
     assert grp.getgrgid(pwd.getpwnam(throwaway_user).pw_gid).gr_name == old_group
     postgres.give_own_group(throwaway_user)
@@ -103,7 +104,7 @@ def private_home(tmp_path: Path, throwaway_user: str) -> Path:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     home.chmod(0o700)
-    subprocess.run(["useradd", "--system", "--no-create-home", "-d", str(home), "--shell", "/usr/sbin/nologin", throwaway_user],
+    subprocess.run(["useradd", "--no-create-home", "-d", str(home), "--shell", "/usr/sbin/nologin", throwaway_user],
                    check=True, capture_output=True)
     return home
 
