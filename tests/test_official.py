@@ -115,6 +115,20 @@ def test_components_follow_the_engine_and_ui(tmp_path: Path, engine: str, ui: st
         assert component.image.repo == "outerbounds/metaflow_metadata_service"
 
 
+def test_the_supervisors_containers_connect_as_the_service_role_not_the_superuser(tmp_path: Path) -> None:
+    from mfcolab import credentials, schema
+    from mfcolab.supervisor import Supervisor
+
+    settings = make_settings(tmp_path, engine="official", ui="official")
+    found = Supervisor(settings)._official_components()
+    assert [c.name for c in found] == ["metadata", "ui-backend"]
+    for component in found:
+        assert isinstance(component, ContainerComponent)
+        assert component.spec.env["MF_METADATA_DB_USER"] == schema.SERVICE_ROLE
+        assert component.spec.secret_env["MF_METADATA_DB_PSWD"] == credentials.service_password(settings)
+        assert credentials.db_password(settings) not in component.spec.secret_env.values()
+
+
 def test_the_image_can_be_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(tmp_path, engine="official")
     monkeypatch.setenv(official.IMAGE_ENV, "netflixoss/metaflow_metadata_service:v2.4.13")

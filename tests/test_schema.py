@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import psycopg2
+import psycopg2.errors
+import pytest
 
 from mfcolab import schema
 
@@ -74,3 +76,29 @@ def test_schema_notify_triggers_send_upstream_payloads(pg_dsn: str) -> None:
                 "data": {"flow_id": "TriggerFlow", "run_number": run_number, "last_heartbeat_ts": 7}} in received
     finally:
         listener.close()
+
+
+def test_service_role_owns_the_tables_and_nothing_else(pg_dsn: str) -> None:
+    schema.give_tables_to_service(pg_dsn, "first-password")
+    schema.give_tables_to_service(pg_dsn, "role-test-password")  # again: the password is reset, nothing fails
+    role = schema.SERVICE_ROLE
+    service_dsn = pg_dsn.replace("postgres:test-password@", f"{role}:role-test-password@")
+    assert service_dsn != pg_dsn
+    owners = {row[0] for row in query(pg_dsn, "SELECT relowner::regrole::text FROM pg_class"
+                                               " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')")}
+    assert owners == {role}
+    rights = query(pg_dsn, "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles"
+                           " WHERE rolname = %s", role)
+    assert rights == [(False, False, False, False, False)]
+    with psycopg2.connect(service_dsn) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO flows_v3 (flow_id, ts_epoch) VALUES ('RoleFlow', 1) ON CONFLICT DO NOTHING")
+        conn.rollback()
+    for forbidden in ("COPY (SELECT 1) TO PROGRAM 'id'", "CREATE ROLE intruder SUPERUSER", "SELECT pg_read_file('PG_VERSION')",
+                      "CREATE TABLE public.intruder (id int)", "ALTER SYSTEM SET archive_command = 'id'"):
+        conn = psycopg2.connect(service_dsn)
+        conn.autocommit = True  # ALTER SYSTEM runs outside a transaction only
+        try:
+            with conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(forbidden)
+        finally:
+            conn.close()

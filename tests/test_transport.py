@@ -32,7 +32,7 @@ def _fill(outbox: Outbox, tmp_path: Path) -> dict[str, bytes]:
     """A WAL piece (gzipped here), a base file (moved in) and a record, like one cycle's."""
     segment = tmp_path / "000000010000000000000005"
     segment.write_bytes(os.urandom(200_000) + bytes(800_000))
-    outbox.add_gzip(segment, outbox.dest / "wal" / "42" / "000000010000000000000005.gz")
+    outbox.add_gzip(segment.read_bytes(), outbox.dest / "wal" / "42" / "000000010000000000000005.gz")
     base = tmp_path / "base.tar.gz"
     base.write_bytes(os.urandom(300_000))
     outbox.add_moved(base, outbox.dest / "base" / "G1" / "base.tar.gz")

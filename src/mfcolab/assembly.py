@@ -19,7 +19,7 @@ from .mirror import archive_options
 from .postgres import Postgres
 from .settings import Settings
 from .tunnel import TunnelComponent
-from .web import WebComponent
+from .web import WebComponent, database_dsn
 
 
 def _no_url(url: str) -> None:
@@ -29,7 +29,7 @@ def _no_url(url: str) -> None:
 def build_components(settings: Settings, on_url: Callable[[str], None] = _no_url) -> list[Component]:
     postgres = Postgres(settings, credentials.db_password(settings), archive_options(settings))
     components: list[Component] = [postgres]
-    components += official.components(settings, postgres)
+    components += official.components(settings, database_dsn(settings))  # as the service's role
     components.append(WebComponent(settings))
     if settings.tunnel:
         components.append(TunnelComponent(settings, on_url=on_url))

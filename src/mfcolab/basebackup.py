@@ -26,6 +26,7 @@ from pathlib import Path
 from . import postgres, snapshots
 from .backoff import Backoff
 from .errors import MfcolabError, SnapshotError
+from .process import as_user
 from .settings import Settings
 from .snapshots import Generation
 from .transport import Outbox, Shipped, Transport
@@ -77,7 +78,7 @@ class BaseBackups:
             "--checkpoint=fast", "--compress=gzip:1", "--no-sync", f"--label=mfcolab {generation_id}",
             "-h", str(self.settings.run_dir / "pg"), "-p", str(self.settings.pg_port), "-U", postgres.DB_USER,
         ]
-        process = subprocess.Popen(argv, user=postgres.server_user(self.settings), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, **as_user(postgres.server_user(self.settings)), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._process = process
         try:
             output, _ = process.communicate(timeout=TIMEOUT_SECONDS)

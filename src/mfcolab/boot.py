@@ -5,7 +5,7 @@ Boot:
     restore      the local folder is empty and the root folder holds a snapshot: unpack it
     Postgres     started by the caller (the supervisor, a test) and healthy
     recovery     a restored server replays the shipped WAL; wait until it is promoted
-    schema       applied (idempotent)
+    schema       applied (idempotent); every table handed to the service's role
     ids          sequences moved past ids that runs lost in a crash already used in the datastore
     mirror       started: from here on every commit is shipped to the root folder
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psycopg2
 
-from . import schema
+from . import credentials, schema
 from .errors import ComponentError, MfcolabError
 from .mirror import Mirror
 from .postgres import Postgres, in_recovery
@@ -91,6 +91,7 @@ def prepare_database(postgres: Postgres, settings: Settings, progress: Progress,
         return
     progress("applying the schema")
     schema.apply(postgres.dsn)
+    schema.give_tables_to_service(postgres.dsn, credentials.service_password(settings))
     moved = reserve_lost_ids(postgres.dsn, settings.datastore_dir)
     if moved:
         log.info("ids used by runs lost in the last crash are skipped: sequences now at %s", moved)

@@ -367,7 +367,8 @@ class Udocker:
                                  "this is a bug: report which variable (not its value)")
         path = self.env_file(container)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file left by an older version may be wider
         with os.fdopen(descriptor, "w") as out:
             out.write("".join(f"{key}={value}\n" for key, value in values.items()))
         return path

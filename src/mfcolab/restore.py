@@ -10,6 +10,7 @@ kept, or moved aside when asked.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import logging
 import math
 import os
@@ -18,12 +19,13 @@ import shutil
 import subprocess
 import tarfile
 import time
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
 
-from . import postgres, snapshots
+from . import postgres, snapshots, walfile
 from .errors import ConfigError, MfcolabError, SnapshotError, StackStateError
 from .mirror import read_control_data
 from .process import pid_alive
@@ -223,7 +225,9 @@ def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None
     _extract(folder / "base.tar.gz", work)
     (work / "pg_wal").mkdir(exist_ok=True)
     _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
+    _check_base_wal(work / "pg_wal", generation)
     (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
+    _write_own_config(work)
 
 
 def _check_base_files(settings: Settings, generation: Generation) -> None:
@@ -238,12 +242,69 @@ def _check_base_files(settings: Settings, generation: Generation) -> None:
             raise SnapshotError(f"{path} has {actual} bytes, the manifest says {size}", "restore an older generation")
 
 
+def _check_base_wal(pg_wal: Path, generation: Generation) -> None:
+    """The segments that came with the base backup, checked like every shipped one."""
+    for path in sorted(pg_wal.iterdir()):
+        if snapshots.is_segment(path.name):
+            _timeline, segno = snapshots.parse_segment(path.name, generation.segment_size)
+            walfile.check_segment(path, path.read_bytes(), generation.segment_size, segno, generation.system_identifier)
+
+
+class _NotPlain(tarfile.FilterError):
+    def __init__(self, member: tarfile.TarInfo) -> None:
+        super().__init__(f"{member.name!r} is not a plain file or folder")
+        self.tarinfo = member
+
+
+def _plain_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """Regular files and folders inside `dest`, owned by whoever extracts them (see the `data`
+    filter): an archive from the shared folder gets no link, device, absolute or `..` path."""
+    member = tarfile.data_filter(member, dest)
+    if not (member.isreg() or member.isdir()):
+        raise _NotPlain(member)
+    return member
+
+
 def _extract(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(dest, filter="tar")
+            tar.extractall(dest, filter=_plain_only)
+    except tarfile.FilterError as exc:
+        raise SnapshotError(f"{archive} is refused: {exc}", "restore an older generation; someone wrote this archive by hand") from exc
     except (OSError, EOFError, tarfile.TarError) as exc:
         raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
+
+
+# Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
+_KEPT_SETTINGS = ("max_connections", "shared_buffers", "dynamic_shared_memory_type", "max_wal_size", "min_wal_size",
+                  "log_timezone", "autovacuum_worker_slots", "datestyle", "timezone", "lc_messages", "lc_monetary",
+                  "lc_numeric", "lc_time", "default_text_search_config")
+_PLAIN_SETTING = re.compile(r"^\s*(\w+)\s*=?\s*('[\w ,./+:-]*'|[\w.]+)\s*(#.*)?$")
+_HBA = """# mfcolab: the server's own access rules (written at restore; an archive's are not used)
+local   all             all                                     trust
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     trust
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
+
+
+def _write_own_config(pgdata: Path) -> None:
+    """Replace the configuration files of a restored archive with mfcolab's own: a writer of
+    the shared folder must not set commands (archive_command, restore_command ...), libraries,
+    includes or access rules for the server. Only plain values of `_KEPT_SETTINGS` carry over."""
+    try:
+        text = (pgdata / "postgresql.conf").read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    kept = [f"{match.group(1)} = {match.group(2)}" for match in map(_PLAIN_SETTING.match, text.splitlines())
+            if match is not None and match.group(1) in _KEPT_SETTINGS]
+    header = "# mfcolab: written at restore; settings are given on the server's command line\n"
+    (pgdata / "postgresql.conf").write_text(header + "\n".join(kept) + "\n")
+    (pgdata / "postgresql.auto.conf").write_text("# mfcolab: written at restore (recovery settings only)\n")
+    (pgdata / "pg_hba.conf").write_text(_HBA)
+    (pgdata / "pg_ident.conf").write_text("")
 
 
 def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, end: int, wal_dir: Path,
@@ -266,7 +327,7 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     for segno in range(generation.start_segment, end + 1):
         name = wal_range.name(segno)
         try:
-            snapshots.gunzip_to(source / snapshots.wal_piece(name), wal_dir / name)
+            _fetch_segment(source / snapshots.wal_piece(name), wal_dir / name, segno, generation)
         except SnapshotError as exc:
             progress(f"WAL ends early at {name}: {exc}")
             return last
@@ -274,11 +335,22 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     if wal_range.partial is not None and wal_range.partial == end + 1 and end == wal_range.last:
         name = wal_range.name(wal_range.partial)
         try:
-            snapshots.gunzip_to(source / snapshots.partial_piece(name), wal_dir / name)
+            _fetch_segment(source / snapshots.partial_piece(name), wal_dir / name, wal_range.partial, generation)
             last = f"{name} (unfinished)"
         except SnapshotError as exc:
             progress(f"the unfinished last segment {name} is unusable: {exc}")
     return last
+
+
+def _fetch_segment(piece: Path, dest: Path, segno: int, generation: Generation) -> None:
+    """Decompress one shipped segment and check its size and header before recovery may read it."""
+    try:
+        with gzip.open(piece, "rb") as handle:
+            data = handle.read(generation.segment_size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SnapshotError(f"{piece} is damaged or unreadable: {exc}", "restore an older generation") from exc
+    walfile.check_segment(piece, data, generation.segment_size, segno, generation.system_identifier)
+    dest.write_bytes(data)
 
 
 def _configure_recovery(pgdata: Path, wal_dir: Path, target_time: datetime | None) -> None:

@@ -4,6 +4,8 @@ Each file runs in one transaction and is recorded in `mfcolab_schema_migrations`
 already recorded is skipped, so applying is idempotent. A file may name the upstream goose
 versions it covers (`-- goose-versions: ...`); those are recorded in `goose_db_version`, the
 table the upstream migration tooling reads, so it sees an up-to-date database.
+The superuser applies the schema; `give_tables_to_service` then hands every table to the
+role the metadata service connects as (`SERVICE_ROLE`), which owns them and nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .errors import SchemaError
 log = logging.getLogger(__name__)
 
 GOOSE_MARK = "-- goose-versions:"
+SERVICE_ROLE = "mfcolab_service"
+_ROLE_LIMITS = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
 
 _BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS mfcolab_schema_migrations (
@@ -96,3 +100,28 @@ def _apply_file(conn: psycopg2.extensions.connection, sql_file: SqlFile) -> bool
                 )
             cur.execute("INSERT INTO mfcolab_schema_migrations (name) VALUES (%s)", (sql_file.name,))
     return True
+
+
+def give_tables_to_service(dsn: str, password: str) -> None:
+    """Create (or reset) the service's role and make it the owner of every table and sequence in
+    the public schema. It gets no other right: no superuser, no roles, no databases, no
+    replication, so a flaw in the service cannot reach files, programs or other roles."""
+    try:
+        conn = psycopg2.connect(dsn)
+    except psycopg2.Error as exc:
+        raise SchemaError(f"cannot connect to Postgres to set up the service's role: {exc}".strip(), "mfcolab status") from exc
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(727274)")
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(f"{verb} ROLE {SERVICE_ROLE} WITH {_ROLE_LIMITS} PASSWORD %s", (password,))
+            cur.execute("SELECT relkind, relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                        " AND relkind IN ('r', 'p', 'S') AND relowner <> %s::regrole ORDER BY relkind DESC", (SERVICE_ROLE,))
+            for kind, name in cur.fetchall():
+                what = "SEQUENCE" if kind == "S" else "TABLE"
+                cur.execute(f'ALTER {what} public."{name}" OWNER TO {SERVICE_ROLE}')
+    except psycopg2.Error as exc:
+        raise SchemaError(f"setting up the service's role failed: {exc}".strip(), "mfcolab logs postgres") from exc
+    finally:
+        conn.close()

@@ -21,6 +21,8 @@ UIS = ("none", "official")
 def _default_local() -> Path:
     if Path("/content").is_dir():  # Google Colab
         return Path("/content/mfcolab")
+    if os.geteuid() == 0:  # Postgres runs as its own user, which must not be let into /root
+        return Path("/var/lib/mfcolab/local")
     return Path.home() / ".mfcolab" / "local"
 
 

@@ -379,23 +379,6 @@ def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def gzip_chunks(source: Path, limit: int | None = None) -> Iterator[bytes]:
-    """`source` (its first `limit` bytes) compressed as a gzip stream, chunk by chunk."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-    remaining = limit
-    with open(source, "rb") as handle:
-        while remaining is None or remaining > 0:
-            chunk = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            out = compressor.compress(chunk)
-            if out:
-                yield out
-    yield compressor.flush()
-
-
 def gunzip_to(source: Path, dest: Path) -> None:
     """Decompress a shipped piece to a local file (temp name, then rename). Raises on damage."""
     temp = temp_name(dest)

@@ -12,6 +12,7 @@ write the manifest that names them. The manifest itself is not shipped here.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import logging
 import os
 import re
@@ -56,9 +57,9 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def add_gzip(self, source: Path, final: Path, limit: int | None = None) -> int:
-        """`source` (its first `limit` bytes), gzipped, to ship as `final`. Returns its size."""
-        return self._write(final, snapshots.gzip_chunks(source, limit))
+    def add_gzip(self, data: bytes, final: Path) -> int:
+        """`data`, gzipped (fast), to ship as `final`. Returns its size."""
+        return self._write(final, [gzip.compress(data, compresslevel=1, mtime=0)])
 
     def add_bytes(self, data: bytes, final: Path) -> int:
         return self._write(final, [data])

@@ -19,13 +19,15 @@ import requests
 from . import credentials, logsetup, postgres
 from .component import ProcessComponent, require_free_port
 from .process import ManagedProcess
+from .schema import SERVICE_ROLE
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def database_dsn(settings: Settings) -> str:
-    return postgres.dsn_for(settings.pg_port, credentials.db_password(settings))
+    """Where the metadata service (native or official) connects: as its own role, not the superuser."""
+    return postgres.dsn_for(settings.pg_port, credentials.service_password(settings), SERVICE_ROLE)
 
 
 # The app's modules (aiohttp, asyncpg, the service) are imported inside the functions that run in

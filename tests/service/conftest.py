@@ -12,6 +12,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from mfcolab import schema
 from mfcolab.service import create_app
 
 PREFIX = "/metadata"
@@ -68,7 +69,9 @@ class ServiceThread:
 
 @pytest.fixture(scope="session")
 def service(pg_dsn: str) -> Iterator[ServiceThread]:
-    server = ServiceThread(pg_dsn)
+    """Connected as the service's own role, as `mfcolab up` connects it (not the superuser)."""
+    schema.give_tables_to_service(pg_dsn, "service-test-password")
+    server = ServiceThread(pg_dsn.replace("postgres:test-password@", f"{schema.SERVICE_ROLE}:service-test-password@"))
     server.start()
     yield server
     server.stop()
