@@ -72,6 +72,15 @@ def test_an_older_server_user_on_a_shared_group_gets_its_own(tmp_path: Path, thr
     assert pwd.getpwnam(throwaway_user).pw_gid == gid
 
 
+@as_root
+def test_the_server_user_is_created_with_a_group_of_its_name_left_behind(tmp_path: Path, throwaway_user: str) -> None:
+    """A group that outlived its user (userdel keeps a group that is another user's) becomes the
+    new user's own group; `useradd --user-group` alone refuses to create the user."""
+    subprocess.run(["groupadd", throwaway_user], check=True, capture_output=True)
+    postgres.ensure_server_user(make_settings(tmp_path, pg_user=throwaway_user))
+    assert pwd.getpwnam(throwaway_user).pw_gid == grp.getgrnam(throwaway_user).gr_gid
+
+
 INITIALIZE = """
 import sys
 from mfcolab.postgres import Postgres
