@@ -16,7 +16,7 @@ def _error_lines(stderr: str) -> list[str]:
 
 def test_cli_up_unexpected_failure_is_one_line_and_the_traceback_is_in_the_log(tmp_path: Path) -> None:
     stack = Stack(tmp_path, free_port(), free_port())
-    (stack.local / "run" / "status.json").mkdir(parents=True)  # a folder where up reads and removes a file
+    (stack.local / "run" / "supervisor.pid").mkdir(parents=True)  # a folder where up reads a file
     result = stack.up(check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -31,7 +31,7 @@ def test_cli_up_unexpected_failure_is_one_line_and_the_traceback_is_in_the_log(t
 
 def test_cli_down_unexpected_failure_logs_to_the_temporary_folder_when_local_cannot_hold_it(tmp_path: Path) -> None:
     local = tmp_path / "local"
-    (local / "run" / "status.json").mkdir(parents=True)
+    (local / "run" / "supervisor.pid").mkdir(parents=True)
     (local / "logs").write_text("a file where the logs folder should be")
     result = mfcolab("down", "--local", str(local), "--root", str(tmp_path / "root"), check=False)
     assert result.returncode == 1
