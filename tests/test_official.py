@@ -24,7 +24,8 @@ from registry.fixtures import (
 )
 from registry.server import Registry
 
-from mfcolab import official
+from mfcolab import credentials, official, schema
+from mfcolab.assembly import build_components
 from mfcolab.containers import ContainerComponent, container_processes
 from mfcolab.errors import ConfigError, ContainerError
 from mfcolab.frontdoor import Upstream, create_app
@@ -116,11 +117,8 @@ def test_components_follow_the_engine_and_ui(tmp_path: Path, engine: str, ui: st
 
 
 def test_the_supervisors_containers_connect_as_the_service_role_not_the_superuser(tmp_path: Path) -> None:
-    from mfcolab import credentials, schema
-    from mfcolab.supervisor import Supervisor
-
     settings = make_settings(tmp_path, engine="official", ui="official")
-    found = Supervisor(settings)._official_components()
+    found = [c for c in build_components(settings) if isinstance(c, ContainerComponent)]
     assert [c.name for c in found] == ["metadata", "ui-backend"]
     for component in found:
         assert isinstance(component, ContainerComponent)
