@@ -8,13 +8,14 @@ interpreter, and the beats stop the moment the process dies (SIGKILL included).
 The wire facts it keeps: the body is the text `{}`, the headers are the client's service
 headers (the access key), the answer is a JSON string holding a JSON object whose
 `wait_time_in_seconds` sets the next wait (ten seconds when absent), a failed beat is retried
-after 1.5**n seconds, and stopping sends one last beat.
+after 1.5**n seconds (a beat less than ten seconds after the last recorded one is refused with
+a 404, so the first beats of a task are retried this way too), nothing is printed, and stopping
+sends one last beat.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Mapping
 
@@ -71,11 +72,11 @@ class HeartbeatThread:
             try:
                 wait = self.beat()
                 failures = 0
-            except HeartbeatError as exc:
+            except HeartbeatError:
+                # Silent, as the stock sidecar is (its output goes to /dev/null): anything
+                # printed here would land in the task's recorded logs.
                 failures += 1
                 wait = 1.5**failures
-                if failures == 1 or failures % 10 == 0:
-                    print(f"mfcolab: {exc} ({failures} in a row); retrying", file=sys.stderr)
         try:
             self.beat()
         except HeartbeatError:
