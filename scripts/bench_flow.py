@@ -69,7 +69,8 @@ def children_cpu() -> float:
 
 
 def reap_orphans(deadline_s: float = 30.0) -> None:
-    """Wait for the processes re-parented here (sidecars outliving their task), so their CPU counts."""
+    """Wait for the processes re-parented here (sidecars outliving their task), so their CPU
+    counts; a run leaves no other child behind."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
@@ -112,7 +113,6 @@ def main() -> None:
     parser.add_argument("--max-workers", type=int, default=8)
     args = parser.parse_args()
     tasks_per_run = args.width + 4  # _parameters, start, the foreach tasks, join, end
-    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     measures = {mode: Measures() for mode in MODES}
 
     with tempfile.TemporaryDirectory(prefix="mfcolab-bench-flow-") as tmp_name:
@@ -127,6 +127,9 @@ def main() -> None:
             env["METAFLOW_PROFILE"] = "mfcolab"
             status = json.loads(mfcolab("status", *folders, "--json"))
             pids = {c["name"]: c["pid"] for c in status["components"]}
+            # From now on (not before: the stack's own daemons must not become ours), processes
+            # orphaned below a run come here to be reaped, and their CPU is counted.
+            ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             for mode in MODES:  # warm-up: imports, first flow registration, page cache
                 run_flow(env, tmp, 4, args.max_workers, mode)
             for round_number in range(args.rounds):

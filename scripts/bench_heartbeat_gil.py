@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 from metaflow_extensions.mfcolab.plugins.heartbeat_thread import HeartbeatThread
@@ -81,7 +82,7 @@ def main() -> None:
             time.sleep(2 * args.interval)  # the beat that was held back arrives
             beats = [float(line) for line in log.read_text().split()]
             during = [t for t in beats if start - args.interval <= t <= end + 2 * args.interval]
-            gap = max((b - a for a, b in zip(during, during[1:])), default=float("nan"))
+            gap = max((b - a for a, b in pairwise(during)), default=float("nan"))
             print(f"  {name:<58} {end - start:>7.2f} {max(0.0, gap - args.interval):>7.2f}")
         beat.terminate()
     finally:

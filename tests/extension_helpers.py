@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from helpers import wait_until
-from mfcolab.process import descendants
 from stack_helpers import FLOWS, Stack, run_id_from
+
+from mfcolab.process import descendants
 
 # "[12/hold/3 (pid 4567)] Task is starting." as the Metaflow runtime prints it.
 _TASK_LINE = re.compile(r"\[(\d+)/(\w+)/(\d+) \(pid (\d+)\)\]")
@@ -118,7 +118,7 @@ def heartbeat_values(stack: Stack, path: str, count: int, timeout: float = 120) 
 
 
 def python_in(folder: Path, env: dict[str, str], *args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=folder, timeout=600)
+    result = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=folder, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from extension_helpers import check_card_round_trip
 from helpers import free_port
 from stack_helpers import Stack

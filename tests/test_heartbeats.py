@@ -9,10 +9,10 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
-
 from extension_helpers import BackgroundFlow, heartbeat_values, last_heartbeat
 from helpers import free_port, wait_until
 from stack_helpers import Stack, run_id_from
@@ -50,7 +50,7 @@ def test_heartbeats_move_every_ten_seconds_from_the_task_process(stack: Stack, t
         assert running.finish() == 0, running.output()[-3000:]
     finally:
         running.kill()
-    assert all(later - earlier >= 10 for earlier, later in zip(task_beats, task_beats[1:]))
+    assert all(later - earlier >= 10 for earlier, later in pairwise(task_beats))
     assert run_beats[1] - run_beats[0] >= 10
     assert "mfcolab:" not in running.output()  # silent, as the stock sidecar is
 

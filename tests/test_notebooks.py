@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from mfcolab.process import find_processes
-from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet
 from stack_helpers import Stack, mfcolab
+
+from mfcolab.process import find_processes
+from mfcolab.process import pid_alive as alive
 
 papermill = pytest.importorskip("papermill")
 

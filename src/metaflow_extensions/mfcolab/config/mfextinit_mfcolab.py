@@ -6,4 +6,4 @@ heartbeats and cards in the shared datastore; absent, empty or "0", Metaflow beh
 
 from metaflow.metaflow_config_funcs import from_conf
 
-MFCOLAB_EXTENSION = from_conf("MFCOLAB_EXTENSION")
+MFCOLAB_EXTENSION = from_conf("MFCOLAB_EXTENSION")  # type: ignore[no-untyped-call]

@@ -38,7 +38,7 @@ def install() -> None:
         return original(cls, storage_type)
 
     get_storage_root._mfcolab = True  # type: ignore[attr-defined]
-    CardDatastore.get_storage_root = classmethod(get_storage_root)
+    CardDatastore.get_storage_root = classmethod(get_storage_root)  # type: ignore[method-assign,assignment]
 
 
 def shared_card_root(local_storage: Any) -> str | None:

@@ -2,14 +2,21 @@
 
 The class replaces the stock `service` provider under the same name (`TYPE = "service"`), so
 `--metadata service`, the Client API and `get_metadata()` are unchanged, and it inherits every
-request that records or reads anything. It differs in one place, and only when the mfcolab
-profile switched the extension on: starting a heartbeat starts a `HeartbeatThread` where the
-stock provider would ask the service for its version and spawn a sidecar process.
+request that records or reads anything. It differs in two places, and only when the mfcolab
+profile switched the extension on:
+
+- starting a heartbeat starts a `HeartbeatThread` where the stock provider would ask the
+  service for its version and spawn a sidecar process;
+- a step it has already seen or created is not fetched again before each new task of that step
+  (the stock runtime GETs the step once per task, in its critical path; steps are never deleted
+  and the answer is not used).
 
 When the stock provider's heartbeat internals are not the ones this was written against (a
 newer Metaflow changed them), it says so in one line and uses the stock sidecar.
 """
 
+# Metaflow itself is untyped: calls into it are checked by the tests, not by mypy.
+# mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
 import inspect
@@ -24,9 +31,10 @@ from .switch import switched_on, warn_once
 
 # The stock method this class takes over; a different signature means the internals moved.
 _EXPECTED_PARAMETERS = ["self", "heartbeat_type", "flow_id", "run_id", "step_name", "task_id"]
+_GET_OR_CREATE_PARAMETERS = ["self", "obj_type", "run_id", "step_name", "task_id", "tags", "sys_tags"]
 
 
-class ServiceMetadataProvider(stock.ServiceMetadataProvider):  # type: ignore[misc]
+class ServiceMetadataProvider(stock.ServiceMetadataProvider):
     TYPE = "service"
 
     def _start_heartbeat(self, heartbeat_type: Any, flow_id: str, run_id: str,
@@ -45,11 +53,30 @@ class ServiceMetadataProvider(stock.ServiceMetadataProvider):  # type: ignore[mi
                                        SERVICE_HEADERS)
         self.sidecar.start()
 
+    def _get_or_create(self, obj_type: str, run_id: Any = None, step_name: Any = None, task_id: Any = None,
+                       tags: Any = None, sys_tags: Any = None) -> Any:
+        if obj_type != "step" or not switched_on() or not _steps_cacheable():
+            return super()._get_or_create(obj_type, run_id, step_name, task_id, tags, sys_tags)
+        known = self.__dict__.setdefault("_mfcolab_known_steps", {})
+        key = (self._flow_name, run_id, step_name)
+        if key not in known:
+            step, _ = super()._get_or_create(obj_type, run_id, step_name, task_id, tags, sys_tags)
+            known[key] = step
+        return known[key], False
+
     def stop_heartbeat(self) -> None:
         if isinstance(self.sidecar, HeartbeatThread):
             self.sidecar.terminate()
         else:
             super().stop_heartbeat()
+
+
+def _steps_cacheable() -> bool:
+    try:
+        parameters = list(inspect.signature(stock.ServiceMetadataProvider._get_or_create).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return parameters == _GET_OR_CREATE_PARAMETERS
 
 
 def heartbeat_url(provider: Any, heartbeat_type: Any, flow_id: str, run_id: str,
