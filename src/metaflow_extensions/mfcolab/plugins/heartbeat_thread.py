@@ -51,10 +51,6 @@ class HeartbeatThread:
         if self._thread.is_alive():
             self._thread.join(STOP_WAIT_SECONDS)
 
-    @property
-    def is_active(self) -> bool:
-        return self._thread.is_alive()
-
     def beat(self) -> float:
         """Send one heartbeat; return the wait before the next one."""
         try:

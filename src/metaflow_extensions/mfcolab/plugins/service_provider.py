@@ -19,6 +19,7 @@ newer Metaflow changed them), it says so in one line and uses the stock sidecar.
 # mypy: disable-error-code="no-untyped-call"
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -71,6 +72,7 @@ class ServiceMetadataProvider(stock.ServiceMetadataProvider):
             super().stop_heartbeat()
 
 
+@functools.cache
 def _steps_cacheable() -> bool:
     try:
         parameters = list(inspect.signature(stock.ServiceMetadataProvider._get_or_create).parameters)
