@@ -7,6 +7,7 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import Self
 
 import pytest
 import requests
@@ -104,7 +105,7 @@ class SidecarWatch:
                 lambda cmdline, environ: b"sidecar_worker.py" in cmdline and b"heartbeat" in cmdline
                 and self.marker in environ.split(b"\0")))
 
-    def __enter__(self) -> SidecarWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
