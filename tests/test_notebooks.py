@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
+from typing import Self
 
 import pytest
 import requests
-
-from mfcolab.process import pid_alive as alive
 from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet
 from stack_helpers import Stack, mfcolab
+
+from mfcolab.process import find_processes
+from mfcolab.process import pid_alive as alive
 
 papermill = pytest.importorskip("papermill")
 
@@ -59,15 +62,20 @@ def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, monkeypatch: 
         monkeypatch.delenv("STANDIN_EDGE_DIR")
         monkeypatch.setenv("METAFLOW_HOME", str(tmp_path / "gpu-metaflow-home"))
         monkeypatch.setenv("USERNAME", "gpu-notebook")
-        gpu_nb = execute("remote_local_metaflow.ipynb", tmp_path / "gpu.ipynb", gpu_work, ON_COLAB=False, INSTALL="",
-                         ROOT=str(cpu.root), LOCAL=str(gpu_local), RELAY_PORT=relay_port, EPOCHS=200,
-                         WORKDIR=str(gpu_work))
+        with SidecarWatch(str(tmp_path / "gpu-metaflow-home")) as sidecars:
+            gpu_nb = execute("remote_local_metaflow.ipynb", tmp_path / "gpu.ipynb", gpu_work, ON_COLAB=False, INSTALL="",
+                             ROOT=str(cpu.root), LOCAL=str(gpu_local), RELAY_PORT=relay_port, EPOCHS=200,
+                             WORKDIR=str(gpu_work))
         relay_pid = int(json.loads((gpu_local / "relay" / "relay.json").read_text())["pid"])
         text = outputs(gpu_nb)
         assert f"connected to {public}/metadata" in text
         assert f"via service@http://127.0.0.1:{relay_port}/metadata" in text
         match = re.search(r"the CPU side has TrainFlow (\d+) at " + re.escape(public), text)
         assert match, text[-3000:]
+        # mfcolab's Metaflow extension: no heartbeat process was started, the card is on the shared folder.
+        assert sidecars.seen == set()
+        assert "cards of the train step in the shared datastore: 1" in text
+        assert list((cpu.root / "datastore" / ".metaflow" / "mf.cards" / "TrainFlow").rglob("*.html"))
 
         # The run is in the CPU side's database, as its local URL shows.
         run = requests.get(f"{cpu.url}/metadata/flows/TrainFlow/runs/{match.group(1)}",
@@ -79,6 +87,31 @@ def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, monkeypatch: 
         cpu.down(check=False)
     wait_until(lambda: not any(alive(pid) for pid in pids), timeout=30, what="every process of both notebooks to exit")
     assert not cpu.status()["running"]
+
+
+class SidecarWatch:
+    """Notes, while its block runs, every heartbeat sidecar process of a Metaflow client whose
+    METAFLOW_HOME is `home` (other tests on the machine run flows of their own)."""
+
+    def __init__(self, home: str) -> None:
+        self.marker = f"METAFLOW_HOME={home}".encode()
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            self.seen.update(find_processes(
+                lambda cmdline, environ: b"sidecar_worker.py" in cmdline and b"heartbeat" in cmdline
+                and self.marker in environ.split(b"\0")))
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def cpu_pids(stack: Stack) -> list[int]:

@@ -95,6 +95,9 @@ def profile_config(target: Target, retry_count: int | None = None) -> dict[str, 
         "METAFLOW_SERVICE_URL": target.service_url,
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": target.datastore_root,
+        # mfcolab's Metaflow extension: heartbeats without a process per task, cards in the
+        # shared datastore (docs/heartbeats.md, docs/cards.md).
+        "METAFLOW_MFCOLAB_EXTENSION": "1",
     }
     if target.key:
         config["METAFLOW_SERVICE_AUTH_KEY"] = target.key
