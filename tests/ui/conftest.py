@@ -90,7 +90,7 @@ def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Runs:
         foreach=run_flow(env, FLOWS / "foreach_flow.py", "--width", "5"),
         retry=run_flow(env, FLOWS / "retry_catch_flow.py"),
         failed=run_flow(env, FLOWS / "failing_flow.py", expect_ok=False),
-        card=run_flow(env, FLOWS / "card_flow.py"),
+        card=run_flow(env, UI_FLOWS / "ui_card_flow.py", cwd=stack.settings.datastore_dir),
         chatty=run_flow(env, FLOWS / "chatty_flow.py"),
         hostile=run_flow(env, UI_FLOWS / "hostile_flow.py", extra_env=hostile_env),
         outside=stack.settings.root / "leaked",

@@ -17,6 +17,14 @@ from ui_helpers import Api
 from mfcolab.settings import Settings
 
 
+def card_text(html: str) -> str:
+    """The card's own data: a default-template card embeds it as base64 JSON in the page."""
+    import base64
+    import re
+
+    return " ".join(base64.b64decode(blob).decode() for blob in re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', html))
+
+
 def _task(api: Api, flow: str, run: str, step: str) -> dict[str, Any]:
     [task] = [t for t in api.data(f"/flows/{flow}/runs/{run}/tasks", _limit="1000") if t["step_name"] == step]
     return task
@@ -33,7 +41,7 @@ def test_the_dag_is_the_runs_graph_info(api: Api, runs: Runs) -> None:
     assert dag["steps"]["start"]["type"] == "split-static"
     assert dag["steps"]["start"]["next"] == ["left", "right"]
     assert dag["graph_structure"][0] == "start" and dag["graph_structure"][-1] == "end"
-    card_dag = api.data(f"/flows/CardFlow/runs/{runs.card}/dag")
+    card_dag = api.data(f"/flows/UiCardFlow/runs/{runs.card}/dag")
     assert any(d["name"] == "card" for d in card_dag["steps"]["start"]["decorators"])
     assert api.get("/flows/BranchFlow/runs/999999/dag").status_code == 404
 
@@ -103,15 +111,15 @@ def test_latest_attempt_logs_by_default(api: Api, runs: Runs) -> None:
 
 
 def test_cards_list_html_and_missing_data(api: Api, runs: Runs) -> None:
-    task = _task(api, "CardFlow", runs.card, "start")
-    base = f"/flows/CardFlow/runs/{runs.card}/steps/start/tasks/{task['task_id']}/cards"
+    task = _task(api, "UiCardFlow", runs.card, "start")
+    base = f"/flows/UiCardFlow/runs/{runs.card}/steps/start/tasks/{task['task_id']}/cards"
     doc = api.ok(base)
     assert doc["status"] == 200 and doc["links"]["next"] is None
     [card] = doc["data"]
     assert card["type"] == "blank" and card["hash"]
     html = api.get(f"{base}/{card['hash']}", embed="true", invalidate="true")
     assert html.status_code == 200 and html.headers["Content-Type"].startswith("text/html")
-    assert "Card heading from CardFlow" in html.text
+    assert "Card heading from UiCardFlow" in card_text(html.text)
     assert api.get(f"{base}/not-a-hash").status_code == 404
     assert api.get(f"{base}/{card['hash']}/data").status_code in (200, 404)
     plain = _task(api, "LinearFlow", runs.linear, "start")
@@ -132,10 +140,10 @@ def moved_copy(stack: Stack, pg_dsn: str, tmp_path: Path) -> Iterator[Api]:
 
 
 def test_a_ds_root_recorded_elsewhere_maps_onto_this_root(api: Api, runs: Runs, moved_copy: Api) -> None:
-    task = _task(api, "CardFlow", runs.card, "start")
-    base = f"/flows/CardFlow/runs/{runs.card}/steps/start/tasks/{task['task_id']}"
+    task = _task(api, "UiCardFlow", runs.card, "start")
+    base = f"/flows/UiCardFlow/runs/{runs.card}/steps/start/tasks/{task['task_id']}"
     [card] = moved_copy.data(base + "/cards")
-    assert "Card heading from CardFlow" in moved_copy.get(f"{base}/cards/{card['hash']}").text
+    assert "Card heading from UiCardFlow" in card_text(moved_copy.get(f"{base}/cards/{card['hash']}").text)
     lines = [line["line"] for line in moved_copy.data(f"/flows/LinearFlow/runs/{runs.linear}/steps/start/tasks/"
                                                       f"{_task(api, 'LinearFlow', runs.linear, 'start')['task_id']}"
                                                       "/logs/out", _limit="1000")]

@@ -83,7 +83,6 @@ def client_env(service_url: str, root: Path, home: Path) -> dict[str, str]:
         "METAFLOW_SERVICE_URL": service_url,
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(sysroot),
-        "METAFLOW_CARD_LOCALROOT": str(sysroot / ".metaflow" / "mf.cards"),
         "USERNAME": "tester",
         "USER": "tester",
         "PYTHONUNBUFFERED": "1",
@@ -92,11 +91,15 @@ def client_env(service_url: str, root: Path, home: Path) -> dict[str, str]:
 
 
 def run_flow(env: dict[str, str], path: Path, *args: str, expect_ok: bool = True,
-             extra_env: dict[str, str] | None = None) -> str:
-    """Runs `python <flow> run <args>`; returns the run id."""
+             extra_env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Runs `python <flow> run <args>` (in `cwd`, default the flow's folder); returns the run id.
+
+    A card is written under the `.metaflow` folder found from the working folder, so a card
+    flow runs inside the datastore's sysroot: its cards land in `<ds-root>/mf.cards`, where
+    the reader looks (what the mfcolab Metaflow extension arranges for every flow)."""
     proc = subprocess.run(
         [sys.executable, str(path), "--no-pylint", "run", *args],
-        env={**env, **(extra_env or {})}, cwd=path.parent, capture_output=True, text=True, timeout=600,
+        env={**env, **(extra_env or {})}, cwd=cwd or path.parent, capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert (proc.returncode == 0) == expect_ok, output[-4000:]

@@ -2,11 +2,11 @@ from metaflow import FlowSpec, card, current, step
 from metaflow.cards import Markdown
 
 
-class CardFlow(FlowSpec):
+class UiCardFlow(FlowSpec):
     @card(type="blank")
     @step
     def start(self):
-        current.card.append(Markdown("# Card heading from CardFlow"))
+        current.card.append(Markdown("# Card heading from UiCardFlow"))
         self.next(self.end)
 
     @step
@@ -15,4 +15,4 @@ class CardFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    CardFlow()
+    UiCardFlow()
