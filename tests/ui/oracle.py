@@ -9,6 +9,7 @@ must never touch the one mfcolab serves).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,12 +34,20 @@ def python() -> Path:
 
 def build_venv() -> Path:
     """The oracle's venv, built on first use (a marker file says it is complete)."""
-    marker = VENV / ".complete"
+    marker = VENV / ".complete-with-service"
     if marker.exists():
         return python()
     CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    subprocess.run([str(python()), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=1800)
+    if not (VENV / ".requirements").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+        subprocess.run([str(python()), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=1800)
+        (VENV / ".requirements").touch()
+    # The package itself (it reads its own version), installed from a copy: the shared source
+    # tree stays untouched by the build.
+    source = CACHE / "upstream-metaflow-service-src"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(UPSTREAM, source, ignore=shutil.ignore_patterns("ui", "node_modules", ".git"))
+    subprocess.run([str(python()), "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, timeout=600)
     marker.touch()
     return python()
 
@@ -56,7 +65,7 @@ class UpstreamBackend:
             "MF_METADATA_DB_NAME": dsn_parts["dbname"], "MF_UI_METADATA_PORT": str(port),
             "MF_UI_METADATA_HOST": "127.0.0.1", "UI_ENABLED": "0", "DB_TRIGGER_CREATE": "0",
             "FEATURE_PREFETCH_DISABLE": "1", "FEATURE_DB_LISTEN_DISABLE": "1", "FEATURE_HEARTBEAT_DISABLE": "1",
-            "FEATURE_WS_DISABLE": "1", "PYTHONPATH": str(UPSTREAM), "USERNAME": "none",
+            "FEATURE_WS_DISABLE": "1", "USERNAME": "none",
         })
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None

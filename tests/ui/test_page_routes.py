@@ -25,6 +25,6 @@ def test_autocomplete(api: Api, runs: Runs) -> None:
     assert "ui-tag" in api.data("/tags/autocomplete", _limit="5", **{"tag:co": "ui-t"})
     assert api.data("/flows/LinearFlow/runs/autocomplete", **{"run:co": runs.linear}) == [runs.linear]
     steps = api.data(f"/flows/BranchFlow/runs/{runs.branch}/steps/autocomplete", **{"step_name:co": "t"})
-    assert set(steps) == {"start", "left", "right"}
+    assert set(steps) == {"start", "left", "right", "_parameters"}
     names = api.data(f"/flows/LinearFlow/runs/{runs.linear}/artifacts/autocomplete", **{"name:co": "tot"})
     assert names == ["total"]
