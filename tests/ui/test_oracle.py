@@ -75,6 +75,7 @@ def _compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: tupl
             assert field in mine[at], (at, field)
             if mine[at][field] != value:
                 diffs.append((at, field, mine[at][field], value))
+    assert not diffs, "\n".join(f"{at} {field}: ours {a!r}, upstream {b!r}" for at, field, a, b in diffs)
     return diffs
 
 

@@ -104,7 +104,7 @@ LEFT JOIN LATERAL (
   WHERE m.flow_id = s.flow_id AND m.run_number = s.run_number AND m.step_name = s.step_name
     AND m.field_name IN ('attempt_ok', 'attempt-done')) done ON true
 """
-STEP_ROWS = Keyed(f"""SELECT s.flow_id, s.run_number, coalesce(s.run_id, s.run_number::text) AS run_id, s.step_name,
+STEP_ROWS = Keyed(f"""SELECT s.flow_id, s.run_number, s.run_id, s.step_name,
   s.user_name, s.ts_epoch, CASE WHEN done.ts IS NOT NULL THEN greatest(done.ts, s.ts_epoch) END AS finished_at,
   greatest(0, coalesce(done.ts, {NOW_MS}) - s.ts_epoch) AS duration,
   coalesce(r.tags, '[]'::jsonb) AS tags, coalesce(r.system_tags, '[]'::jsonb) AS system_tags
@@ -166,7 +166,7 @@ timed AS (
     coalesce(judged.verdict_at, judged.done_at, judged.next_started, judged.last_heartbeat_ts * 1000, judged.started))
     END AS finished
   FROM judged)
-SELECT x.flow_id, x.run_number, coalesce(x.run_id, x.run_number::text) AS run_id, x.step_name, x.task_id,
+SELECT x.flow_id, x.run_number, x.run_id, x.step_name, x.task_id,
   x.task_name, x.user_name, x.status, x.ts_epoch, x.started AS started_at, x.finished AS finished_at,
   CASE WHEN x.status = 'pending' THEN NULL ELSE greatest(0, coalesce(x.finished, {NOW_MS}) - x.started) END AS duration,
   x.attempt AS attempt_id, coalesce(r.tags, '[]'::jsonb) AS tags, coalesce(r.system_tags, '[]'::jsonb) AS system_tags,
@@ -195,7 +195,7 @@ TASK_FIELDS = Columns(
 
 # --- metadata ---------------------------------------------------------------------------------
 
-METADATA_COLUMNS = f"""m.id, m.flow_id, m.run_number, coalesce(m.run_id, m.run_number::text) AS run_id, m.step_name,
+METADATA_COLUMNS = f"""m.id, m.flow_id, m.run_number, m.run_id, m.step_name,
   m.task_id, m.task_name, {_ATTEMPT_OF_TAGS} AS attempt_id, m.field_name, m.value, m.type, m.user_name,
   m.ts_epoch, coalesce(m.tags, '[]'::jsonb) AS tags, coalesce(m.system_tags, '[]'::jsonb) AS system_tags"""
 
@@ -217,7 +217,7 @@ ORDER BY (m.tags ? ('attempt_id:' || ($5::int)::text)) DESC, m.ts_epoch DESC LIM
 
 # --- artifacts --------------------------------------------------------------------------------
 
-ARTIFACT_COLUMNS = """a.flow_id, a.run_number, coalesce(a.run_id, a.run_number::text) AS run_id, a.step_name,
+ARTIFACT_COLUMNS = """a.flow_id, a.run_number, a.run_id, a.step_name,
   a.task_id, a.task_name, a.name, a.location, a.ds_type, a.sha, a.type, a.content_type, a.user_name,
   a.attempt_id, a.ts_epoch, coalesce(r.tags, '[]'::jsonb) AS tags, coalesce(r.system_tags, '[]'::jsonb) AS system_tags"""
 _ARTIFACTS_FROM = " FROM artifact_v3 a JOIN runs_v3 r ON r.flow_id = a.flow_id AND r.run_number = a.run_number"
