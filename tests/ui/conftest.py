@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from ui_helpers import FLOWS, UI_FLOWS, Api, AppThread, client_env, run_flow, tree_checksum
+from ui_helpers import (
+    FLOWS,
+    UI_FLOWS,
+    Api,
+    AppThread,
+    client_env,
+    run_flow,
+    tree_checksum,
+)
 
 from mfcolab import credentials
 from mfcolab.service import create_app as create_service

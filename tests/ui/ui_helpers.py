@@ -57,7 +57,7 @@ class AppThread:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._start())
-        except BaseException as exc:  # reported to the starting thread
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._error = exc
             self._ready.set()
             return
@@ -98,7 +98,7 @@ def run_flow(env: dict[str, str], path: Path, *args: str, expect_ok: bool = True
     flow runs inside the datastore's sysroot: its cards land in `<ds-root>/mf.cards`, where
     the reader looks (what the mfcolab Metaflow extension arranges for every flow)."""
     proc = subprocess.run(
-        [sys.executable, str(path), "--no-pylint", "run", *args],
+        [sys.executable, str(path), "--no-pylint", "run", *args], check=False,
         env={**env, **(extra_env or {})}, cwd=cwd or path.parent, capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr

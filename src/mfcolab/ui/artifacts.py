@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..service.http import endpoint
+from ..service.http import endpoint, json_text
 from ..service.inputs import PathIds, path_ids
-from . import envelope, lists, sql
+from . import lists, sql
 from .context import context
 from .query import flag
 from .values import Blob, Shown
@@ -64,7 +64,7 @@ async def _with_content(request: web.Request, response: web.Response) -> web.Res
             row["content"] = shown.content
         else:
             row["postprocess_error"] = _error(shown)
-    return envelope.json_text(json.dumps(doc))
+    return json_text(json.dumps(doc))
 
 
 @endpoint

@@ -16,8 +16,6 @@ from aiohttp import web
 
 from ..service.http import json_text
 
-__all__ = ["json_text", "listing", "missing", "single"]
-
 
 def _link(request: web.Request, page: int | None) -> str | None:
     if page is None:
@@ -29,8 +27,9 @@ def _query(request: web.Request) -> dict[str, str]:
     return {name: value for name, value in request.query.items()}
 
 
-def listing(request: web.Request, data: str, page: int, has_next: bool) -> web.Response:
-    pages = {"self": page, "first": 1, "prev": max(page - 1, 1), "next": page + 1 if has_next else None, "last": None}
+def listing(request: web.Request, data: str, page: int, has_next: bool, last: int | None = None) -> web.Response:
+    """A page of a list; `last` is the number of pages when it is known (logs)."""
+    pages = {"self": page, "first": 1, "prev": max(page - 1, 1), "next": page + 1 if has_next else None, "last": last}
     links = {name: _link(request, number) for name, number in pages.items()}
     links["self"] = str(request.rel_url)
     rest = json.dumps({"status": 200, "links": links, "pages": pages, "query": _query(request)})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..service.http import endpoint, json_text
+from ..service.http import endpoint
 from . import envelope
 from .context import context
 from .query import number, stream_name
@@ -137,10 +137,7 @@ async def log_page(request: web.Request) -> web.Response:
     rows = range(block * limit, min((block + 1) * limit, len(lines))) if 0 <= block < blocks else range(0)
     ordered = reversed(rows) if descending else rows
     data = json.dumps([{"row": row, "timestamp": lines[row].timestamp, "line": lines[row].text} for row in ordered])
-    response = envelope.listing(request, data, page, page < blocks)
-    doc = json.loads(response.body)  # type: ignore[arg-type]
-    doc["pages"]["last"] = max(blocks, 1)
-    return json_text(json.dumps(doc))
+    return envelope.listing(request, data, page, page < blocks, last=max(blocks, 1))
 
 
 @endpoint

@@ -45,6 +45,7 @@ class ListQuery:
     page: int = 1
     group: str | None = None
     group_limit: int = LIMIT_DEFAULT
+    first: int = 1  # the number of the first parameter this query binds
 
     @property
     def offset(self) -> int:
@@ -53,8 +54,6 @@ class ListQuery:
     def bind(self, value: Any) -> str:
         self.params.append(value)
         return f"${self.first + len(self.params) - 1}"
-
-    first: int = 1  # the number of the first parameter this query binds
 
     @classmethod
     def parse(cls, query: Mapping[str, str], columns: Columns, first: int, *,

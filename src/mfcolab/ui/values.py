@@ -39,6 +39,9 @@ WORKER_MEMORY = 2 * 1024 * 1024 * 1024  # address space of the worker (numpy/pan
 WORKER_CPU_SECONDS = 60
 CACHE_ENTRIES = 2048
 LINE_MAX = 8 * 1024 * 1024
+# Run as a script, not as a module of this package: importing the package would load the
+# whole web application (aiohttp, asyncpg) into every worker.
+WORKER = Path(__file__).with_name("value_worker.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Shown:
     content: str | None = None
     error_id: str | None = None
     detail: str | None = None
+    lasting: bool = True  # False for a timeout or a crash: the next try may succeed
 
     @property
     def ok(self) -> bool:
@@ -127,8 +131,8 @@ class ValueReader:
         return data, _is_raw(self.roots, path.with_name(blob.sha + "_meta"))
 
     def _remember(self, key: tuple[str, str, str], shown: Shown) -> None:
-        if shown.error_id == "artifact-handle-failed" and shown.detail and shown.detail.startswith("the viewer"):
-            return  # a timeout or a crash may not happen next time
+        if not shown.lasting:
+            return
         self._cache[key] = shown
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -152,7 +156,7 @@ class ValueReader:
         """Run one worker over `batch`; returns at least one result (the one that failed)."""
         header = {"jobs": [{"size": len(data), "raw": raw, "mode": mode} for data, raw in batch]}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", "mfcolab.ui.value_worker", *self._worker_args(),
+            sys.executable, "-I", str(WORKER), *self._worker_args(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, limit=LINE_MAX, start_new_session=True,
         )
@@ -165,13 +169,13 @@ class ValueReader:
             while len(results) < len(batch):
                 line = await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS)
                 if not line:
-                    results.append(Shown(error_id="artifact-handle-failed", detail="the viewer stopped while loading this value"))
+                    results.append(_failed("the viewer stopped while loading this value"))
                     break
                 results.append(_parse(line))
         except TimeoutError:
-            results.append(Shown(error_id="artifact-handle-failed", detail=f"the viewer took more than {VALUE_SECONDS:.0f} s to load this value"))
+            results.append(_failed(f"the viewer took more than {VALUE_SECONDS:.0f} s to load this value"))
         except (ValueError, OSError) as exc:  # an over-long line, a broken pipe
-            results.append(Shown(error_id="artifact-handle-failed", detail=f"the viewer failed while loading this value: {exc}"))
+            results.append(_failed(f"the viewer failed while loading this value: {exc}"))
         finally:
             if proc.returncode is None:
                 try:
@@ -188,6 +192,10 @@ class ValueReader:
             except OSError:
                 pass
             self._jail = None
+
+
+def _failed(detail: str) -> Shown:
+    return Shown(error_id="artifact-handle-failed", detail=detail, lasting=False)
 
 
 def _parse(line: bytes) -> Shown:
