@@ -24,6 +24,7 @@ from . import (
 from .context import CONTEXT_KEY, Context
 from .datastore import DatastoreRoots
 from .values import ValueReader
+from .websocket import LIVE_KEY, LiveUpdates, websocket
 
 APPLICATION_NAME = "mfcolab-ui-api"
 
@@ -76,9 +77,11 @@ def create_app(settings: Settings, database: Database | str) -> web.Application:
     roots = DatastoreRoots(settings.datastore_dir)
     app[CONTEXT_KEY] = Context(settings, database, roots, ValueReader(roots))
     app.cleanup_ctx.append(_values_lifespan)
+    app[LIVE_KEY] = LiveUpdates(database)
+    app.cleanup_ctx.append(app[LIVE_KEY].lifespan)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.router.add_get("/ws", admin.websocket)
+    app.router.add_get("/ws", websocket)
     app.router.add_route("*", "/{tail:.*}", admin.no_route)
     return app
 

@@ -11,7 +11,7 @@ Statuses (documented in docs/ui.md, "How a status is decided"):
 
 - A task attempt is `completed` or `failed` by its `attempt_ok` metadata. Without one it is
   `failed` once a later attempt has started, or once the task's heartbeat is lost
-  (HEARTBEAT_LOST_S), or when it has no heartbeat and started over a day ago; `running`
+  (TASK_LOST_S; RUN_LOST_S once its run's is lost too), or when it has no heartbeat and started over a day ago; `running`
   once its `attempt` metadata exists; `pending` before. A finished attempt with no verdict
   (old clients) is `unknown`, except in steps whose name starts with `_` (`_parameters`),
   which never get a verdict: `completed`.
@@ -29,7 +29,13 @@ from __future__ import annotations
 from ..service.sql import Keyed
 from .query import Columns, ListQuery
 
-HEARTBEAT_LOST_S = 60  # six missed heartbeats (the client beats every 10 s)
+# Heartbeats arrive every 10 s (a refused early beat is retried 1.5 s later). A run's comes from
+# the runtime, which runs no user code: 25 s is two missed beats, so a dead runtime is reported
+# within 30 s of its last beat. A task's can be held back by a step's GIL-holding call
+# (docs/heartbeats.md): alone it counts as lost after TASK_LOST_S; once its run's heartbeat is
+# lost too (nothing will record its end), after RUN_LOST_S like the run.
+RUN_LOST_S = 25
+TASK_LOST_S = 180
 DAY_MS = 86_400_000
 NOW_MS = "(extract(epoch FROM now()) * 1000)::bigint"
 NOW_S = "extract(epoch FROM now())::bigint"
@@ -58,7 +64,7 @@ LEFT JOIN LATERAL (
       AND n.ts_epoch > m.ts_epoch)) f ON true
 CROSS JOIN LATERAL (SELECT
   e.ts_epoch IS NOT NULL AND (ea.ts IS NULL OR ea.ts <= e.ts_epoch) AS ended,
-  r.last_heartbeat_ts IS NOT NULL AND {NOW_S} - r.last_heartbeat_ts > {HEARTBEAT_LOST_S} AS lost,
+  r.last_heartbeat_ts IS NOT NULL AND {NOW_S} - r.last_heartbeat_ts > {RUN_LOST_S} AS lost,
   r.last_heartbeat_ts IS NULL AS silent) h
 CROSS JOIN LATERAL (SELECT CASE
   WHEN h.ended AND e.ok THEN 'completed'
@@ -136,7 +142,9 @@ _ATTEMPT_EVENTS = f"""
 """
 
 _TASK_ROWS = f"""
-WITH t AS (SELECT t.* FROM tasks_v3 t WHERE t.flow_id = $1 AND RUN(t) AND STEPS(t) AND TASKS(t)),
+WITH t AS (SELECT t.*, rh.last_heartbeat_ts AS run_heartbeat_ts FROM tasks_v3 t
+  LEFT JOIN runs_v3 rh ON rh.flow_id = t.flow_id AND rh.run_number = t.run_number
+  WHERE t.flow_id = $1 AND RUN(t) AND STEPS(t) AND TASKS(t)),
 events AS ({_ATTEMPT_EVENTS}),
 attempts AS (
   SELECT e.task_id, e.attempt_id, min(e.started_at) AS started_at, max(e.done_at) AS done_at,
@@ -154,7 +162,9 @@ judged AS (
     WHEN coalesce(rows.done_at, rows.verdict_at) IS NOT NULL THEN
       CASE WHEN rows.step_name LIKE '\\_%' THEN 'completed' ELSE 'unknown' END
     WHEN rows.next_started IS NOT NULL THEN 'failed'
-    WHEN rows.last_heartbeat_ts IS NOT NULL AND {NOW_S} - rows.last_heartbeat_ts > {HEARTBEAT_LOST_S} THEN 'failed'
+    WHEN rows.last_heartbeat_ts IS NOT NULL AND {NOW_S} - rows.last_heartbeat_ts > {TASK_LOST_S} THEN 'failed'
+    WHEN rows.last_heartbeat_ts IS NOT NULL AND {NOW_S} - rows.last_heartbeat_ts > {RUN_LOST_S}
+      AND {NOW_S} - coalesce(rows.run_heartbeat_ts, 0) > {RUN_LOST_S} THEN 'failed'
     WHEN rows.last_heartbeat_ts IS NULL AND {NOW_MS} - coalesce(rows.attempt_started, rows.ts_epoch) > {DAY_MS}
       THEN 'failed'
     WHEN rows.attempt_started IS NOT NULL THEN 'running'
