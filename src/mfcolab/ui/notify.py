@@ -1,9 +1,11 @@
 """The source of live updates: `LISTEN notify` on one dedicated Postgres connection.
 
 The triggers of `sql/002_notify_triggers.sql` send the keys of each new row (runs, steps,
-tasks; metadata `attempt`, `attempt_ok`, `code-package*`). `changes_of` turns one payload into
+tasks; metadata `attempt`, `attempt_ok`, `code-package*`) on `notify`; those of
+`sql/003_live_triggers.sql` the other ends of attempts (`attempt-done`, `_task_ok`) on
+`mfcolab_live`. `changes_of` turns one payload into
 the `Change`s it implies: a new task also changes its run (its status may move), an `attempt`
-row starts a task attempt, an `attempt_ok` row ends one and may end the run.
+row starts a task attempt, an `attempt_ok` row ends one and may end the run; `attempt-done` and `_task_ok` end one.
 
 `NotifyConnection.run` connects, listens, checks the connection every KEEPALIVE_SECONDS and
 reconnects on its own (1 s, growing to 10 s between tries) when Postgres restarts or the
@@ -26,7 +28,7 @@ from .live import Change
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "notify"
+CHANNELS = ("notify", "mfcolab_live")  # the UI triggers (002), the attempt ends they leave out (003)
 KEEPALIVE_SECONDS = 5.0
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0
 _ATTEMPT_TAG = re.compile(r"attempt_id:(\d{1,4})")
@@ -51,6 +53,10 @@ def changes_of(payload: str) -> list[Change]:
         return [Change("task", "INSERT", flow_id, run_number, str(data["step_name"]), int(data["task_id"])), run]
     if table == "metadata_v3":
         return _metadata_changes(data, flow_id, run_number)
+    if table == "artifact_v3":  # a _task_ok artifact: the attempt's end mark
+        step_name, task_id = str(data["step_name"]), int(data["task_id"])
+        return [Change("task", "UPDATE", flow_id, run_number, step_name, task_id, int(data["attempt_id"])),
+                Change("step", "UPDATE", flow_id, run_number, step_name)]
     return []
 
 
@@ -62,13 +68,19 @@ def _metadata_changes(data: dict[str, Any], flow_id: str, run_number: int) -> li
         operation = "INSERT" if attempt else "UPDATE"
         task = Change("task", operation, flow_id, run_number, step_name, task_id, attempt)
         return [metadata, task, Change("step", "UPDATE", flow_id, run_number, step_name)]
+    if field_name == "attempt-done":
+        task = Change("task", "UPDATE", flow_id, run_number, step_name, task_id, _attempt_of_tags(data))
+        return [metadata, task, Change("step", "UPDATE", flow_id, run_number, step_name)]
     if field_name == "attempt_ok":
-        found = _ATTEMPT_TAG.search(json.dumps(data.get("tags")))
-        attempt = int(found.group(1)) if found else None
-        task = Change("task", "UPDATE", flow_id, run_number, step_name, task_id, attempt)
+        task = Change("task", "UPDATE", flow_id, run_number, step_name, task_id, _attempt_of_tags(data))
         return [metadata, task, Change("step", "UPDATE", flow_id, run_number, step_name),
                 Change("run", "UPDATE", flow_id, run_number)]
     return [metadata]
+
+
+def _attempt_of_tags(data: dict[str, Any]) -> int | None:
+    found = _ATTEMPT_TAG.search(json.dumps(data.get("tags")))
+    return int(found.group(1)) if found else None
 
 
 def _number(text: str) -> int | None:
@@ -98,7 +110,8 @@ class NotifyConnection:
         connection = await asyncpg.connect(self.dsn, timeout=10,
                                            server_settings={"application_name": "mfcolab-ui-live"})
         try:
-            await connection.add_listener(CHANNEL, self._received)
+            for channel in CHANNELS:
+                await connection.add_listener(channel, self._received)
             self.connected.set()
             await self.on_connect()
             while True:
