@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -39,13 +40,24 @@ def build_app(settings: Settings) -> Any:
         metadata: Any = create_service(database_dsn(settings))
     else:
         metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
-    api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
-    static_dir = None
+    api: Any = None
     if settings.ui == "official":
-        from .official import ui_static_dir
+        api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}", "UI backend")
+    elif settings.ui == "native":
+        from .ui import create_app as create_ui_api
 
-        static_dir = ui_static_dir(settings)
-    return frontdoor.create_app(key, metadata, api=api, static_dir=static_dir)
+        api = create_ui_api(settings, database_dsn(settings))
+    return frontdoor.create_app(key, metadata, api=api, static_dir=served_bundle(settings))
+
+
+def served_bundle(settings: Settings) -> Path | None:
+    """The unpacked UI bundle to serve at /, or None (no UI, or `up` could not get one)."""
+    if settings.ui == "none":
+        return None
+    from .uibundle import static_dir
+
+    folder = static_dir(settings)
+    return folder if (folder / "index.html").is_file() else None
 
 
 def serve(settings: Settings) -> None:
