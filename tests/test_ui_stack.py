@@ -22,6 +22,7 @@ def get(stack: Stack, path: str, **headers: str) -> requests.Response:
 
 def test_up_downloads_the_ui_once_and_the_next_machine_reuses_it(tmp_path: Path, release: ReleaseServer) -> None:
     stack = Stack(tmp_path / "first", free_port(), free_port())
+    stack.tmp.mkdir()
     try:
         started = stack.up("--ui-bundle", release.release_url)
         assert f"Metaflow UI:      {stack.url}/  (sign in at {stack.url}/login with the access key)" in started.stdout
@@ -41,6 +42,7 @@ def test_up_downloads_the_ui_once_and_the_next_machine_reuses_it(tmp_path: Path,
     # A new machine: same root folder, fresh local disk, and the release URL no longer answers.
     release.close()
     again = Stack(tmp_path / "second", free_port(), free_port(), shared_root=stack.root)
+    again.tmp.mkdir()
     try:
         started = again.up("--ui-bundle", release.release_url)
         assert "the Metaflow UI is off" not in started.stderr

@@ -46,8 +46,19 @@ def build_app(settings: Settings) -> Any:
     elif settings.ui == "native":
         from .ui import create_app as create_ui_api
 
-        api = create_ui_api(settings, database_dsn(settings))
+        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings))
     return frontdoor.create_app(key, metadata, api=api, static_dir=served_bundle(settings))
+
+
+def _shared_pool(metadata: Any) -> Any:
+    """The native metadata service's database pool, which the UI API shares (None for an upstream)."""
+    from aiohttp import web
+
+    if not isinstance(metadata, web.Application):
+        return None
+    from .service.database import DB_KEY
+
+    return metadata[DB_KEY]
 
 
 def served_bundle(settings: Settings) -> Path | None:
