@@ -130,8 +130,8 @@ class Browser:
         self.page.screenshot(path=str(path), full_page=True)
         print(f"screenshot: {path}")
 
-    def see(self, text: str | re.Pattern[str], within: Any = None) -> None:
-        (within or self.page).get_by_text(text).first.wait_for(state="visible", timeout=WAIT_MS)
+    def see(self, text: str, *, exact: bool = False) -> None:
+        self.page.get_by_text(text, exact=exact).first.wait_for(state="visible", timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -196,15 +196,15 @@ def test_the_run_page_shows_the_dag_the_timeline_and_both_attempts(browser: Brow
     run = f"/RetryCatchFlow/{runs.ids['RetryCatchFlow']}"
     browser.open(run + "/view/dag")
     for step in ("start", "flaky", "fragile", "end"):
-        browser.see(step)
+        browser.see(step, exact=True)
     browser.shot("03-run-dag")
 
     browser.open(run + "/view/timeline")
-    browser.see("flaky")
+    browser.see("flaky", exact=True)
     browser.shot("04-run-timeline")
 
     browser.open(run + "/view/task")
-    browser.see("flaky")
+    browser.see("flaky", exact=True)
     browser.shot("05-run-tasks")
 
     flaky = runs.tasks["RetryCatchFlow"]["flaky"][0]
