@@ -2,14 +2,13 @@
 
 Cards are read where `metaflow.cards.get_cards` reads them, under the task's ds-root:
 `<ds-root>/mf.cards/<flow>/runs/<run>/steps/<step>/tasks/<task>/cards/<type>-[<id>-]<hash>.html`,
-and the data of a live card in the sibling `runtime/` folder as `...<hash>.data.json`. File
-names are read with Metaflow's own parser (`CardDatastore.info_from_path`)."""
+and the data of a live card in the sibling `runtime/` folder as `...<hash>.data.json`."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -22,17 +21,31 @@ CARD_MAX = 64 * 1024 * 1024
 DATA_MAX = 16 * 1024 * 1024
 
 
-def _cards(request: web.Request, folder: Path, suffix: str) -> list[tuple[Any, str]]:
-    from metaflow.plugins.cards.card_datastore import CardDatastore
+@dataclass(frozen=True)
+class CardName:
+    type: str
+    id: str | None
+    hash: str
 
+
+def card_name(file_name: str, suffix: str) -> CardName | None:
+    """`<type>-<hash>.<suffix>` or `<type>-<id>-<hash>.<suffix>`; None for any other file."""
+    if not file_name.endswith("." + suffix):
+        return None
+    parts = file_name[: -len(suffix) - 1].split("-")
+    if len(parts) == 2 and all(parts):
+        return CardName(parts[0], None, parts[1])
+    if len(parts) == 3 and parts[0] and parts[2]:
+        return CardName(parts[0], parts[1], parts[2])
+    return None
+
+
+def _cards(request: web.Request, folder: Path, suffix: str) -> list[tuple[CardName, str]]:
     found = []
     for name in context(request).roots.list_files(folder):
-        if not name.endswith("." + suffix):
-            continue
-        try:
-            found.append((CardDatastore.info_from_path(name, suffix=suffix), name))  # type: ignore[no-untyped-call]
-        except Exception:  # noqa: BLE001, S112 - a file that is not a card
-            continue
+        card = card_name(name, suffix)
+        if card is not None:
+            found.append((card, name))
     return found
 
 
