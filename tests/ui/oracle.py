@@ -8,10 +8,12 @@ must never touch the one mfcolab serves).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,11 +23,14 @@ UPSTREAM = Path(__file__).resolve().parents[3].parent / "shared" / "upstream" / 
 if not UPSTREAM.is_dir():
     UPSTREAM = Path("/work/shared/upstream/metaflow-service")
 CACHE = Path(os.environ.get("MFCOLAB_TEST_CACHE", Path.home() / ".cache" / "mfcolab-tests"))
-VENV = CACHE / "upstream-ui-backend-venv"
 REQUIREMENTS = [
     "aiohttp>=3.8.1,<4", "aiohttp_cors==0.7.0", "aiopg", "boto3", "packaging", "psycopg2-binary",
-    "click==8.0.3", "metaflow>=2.11.4", "pyee==8.0.1", "throttler==1.2.0",
+    "click==8.0.3", "metaflow>=2.11.4", "pyee==8.0.1", "throttler==1.2.0", "pygit2==1.12.1",
 ]
+# Missing from the stored tree; /config (GA_TRACKING_ID) is never compared.
+CONFIG_STANDIN = "class ConfigApi:\n    def __init__(self, app):\n        pass\n"
+RECIPE = hashlib.sha256(repr((REQUIREMENTS, CONFIG_STANDIN, sys.version_info[:2])).encode()).hexdigest()[:12]
+VENV = CACHE / f"upstream-ui-backend-{RECIPE}"
 
 
 def python() -> Path:
@@ -33,22 +38,31 @@ def python() -> Path:
 
 
 def build_venv() -> Path:
-    """The oracle's venv, built on first use (a marker file says it is complete)."""
-    marker = VENV / ".complete-with-service"
-    if marker.exists():
+    """The oracle's venv, built once per recipe into a temporary folder and renamed into place
+    (a venv run with `python -m` survives the rename), so concurrent runs never share a
+    half-built one."""
+    if python().exists():
         return python()
     CACHE.mkdir(parents=True, exist_ok=True)
-    if not (VENV / ".requirements").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python()), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=1800)
-        (VENV / ".requirements").touch()
-    # The package itself (it reads its own version), installed from a copy: the shared source
-    # tree stays untouched by the build.
-    source = CACHE / "upstream-metaflow-service-src"
-    shutil.rmtree(source, ignore_errors=True)
-    shutil.copytree(UPSTREAM, source, ignore=shutil.ignore_patterns("ui", "node_modules", ".git"))
-    subprocess.run([str(python()), "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True, timeout=600)
-    marker.touch()
+    building = Path(tempfile.mkdtemp(prefix=f"{VENV.name}.building-", dir=CACHE))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
+        pip = [str(building / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, *REQUIREMENTS], check=True, timeout=1800)
+        # The package itself (it reads its own version), from a copy: the shared tree stays as it is.
+        source = building / "src"
+        shutil.copytree(UPSTREAM, source, ignore=shutil.ignore_patterns("ui", "node_modules", ".git"))
+        config = source / "services" / "ui_backend_service" / "api" / "config.py"
+        if not config.exists():
+            config.write_text(CONFIG_STANDIN)
+        subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=600)
+        try:
+            building.rename(VENV)
+        except OSError:  # another run finished first
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return python()
 
 
