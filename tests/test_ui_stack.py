@@ -5,6 +5,7 @@ machine, and a stack that keeps its API when no bundle can be had."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,19 @@ def test_up_downloads_the_ui_once_and_the_next_machine_reuses_it(tmp_path: Path,
     finally:
         again.down()
     assert len(release.requests) == 1
+
+    # The zip changed in the shared folder: refused, and the copy unpacked before stays in use.
+    with zipfile.ZipFile(archive, "a") as bundle:
+        bundle.writestr("static/js/extra.js", "alert('changed')")
+    try:
+        started = again.up("--ui-bundle", release.release_url)
+        said = [line for line in started.stderr.splitlines() if "Metaflow UI" in line]
+        assert len(said) == 1 and said[0].startswith("the Metaflow UI stays as unpacked before: ")
+        assert "changed since it was downloaded" in said[0]
+        assert get(again, "/static/js/extra.js").status_code == 404
+        assert 'window.METAFLOW_SERVICE="/api"' in get(again, "/").text
+    finally:
+        again.down()
 
 
 def test_up_without_a_bundle_says_what_to_do_and_keeps_the_api(tmp_path: Path) -> None:

@@ -99,11 +99,15 @@ def fetch_ui_bundle(settings: Settings, progress: Progress) -> None:
     """The UI bundle for --ui native; without one the stack still starts (API and metadata service)."""
     from .errors import UiBundleError
     from .uibundle import ensure_bundle
+    from .web import served_bundle
 
     try:
         ensure_bundle(settings)
     except UiBundleError as exc:
-        progress(f"the Metaflow UI is off: {exc.message}; {exc.hint}")
+        if served_bundle(settings) is None:
+            progress(f"the Metaflow UI is off: {exc.message}; {exc.hint}")
+        else:
+            progress(f"the Metaflow UI stays as unpacked before: {exc.message}; {exc.hint}")
 
 
 def up(settings: Settings, *, root_given: bool, progress: Progress) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def _unpack_member(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, staging: Pa
 def install_folder(source: Path, target: Path) -> Path:
     """Copy an unpacked bundle's regular files into `target` (replaced whole); links are skipped."""
     source = source.resolve()
-    files = [p for p in _regular_files(source)]
+    files = _regular_files(source)
     require_ui_files({p.relative_to(source).as_posix() for p in files}, str(source))
     if sum(p.stat().st_size for p in files) > MAX_UNPACKED_BYTES:
         raise UiBundleError(f"the UI bundle {source} holds more than {MAX_UNPACKED_BYTES // 1024**2} MB",
@@ -250,7 +250,7 @@ def source_marker(target: Path) -> Path:
     return target.with_name(target.name + ".source")
 
 
-def replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
+def replace_folder(target: Path, fill: Callable[[Path], object]) -> Path:
     """Fill a fresh staging folder with `fill`, then swap it in for `target` (so `target` is
     never half-written)."""
     staging = target.with_name(target.name + ".tmp")
