@@ -201,6 +201,7 @@ class Client:
         self.headers = headers
         self.pool = ThreadPoolExecutor(BROWSER_CONNECTIONS)
         self.sessions: dict[int, requests.Session] = {}
+        self.first_log_rows = 0  # what the last first log page held
         self.downloaded_lines = 0  # what the last log download held
 
     def get(self, path: str) -> requests.Response:
@@ -258,7 +259,7 @@ def task_page(client: Client, flow: str, run: str, task: str, lines: int, betwee
     start = time.perf_counter()
     first = client.get(base + "?attempt_id=0&_limit=1000&_page=1&_order=-row").json()["data"]
     spent = time.perf_counter() - start
-    assert len(first) == min(1000, lines), (client.name, len(first))
+    client.first_log_rows = len(first)
     between()
     start = time.perf_counter()
     download = client.get(base + "/download?attempt_id=0")
@@ -377,7 +378,8 @@ def main() -> None:
         print(f"{page:28} {mine:9.0f} {other:9.0f} {other / mine:6.1f}x   "
               f"{first[(page, 'mfcolab')] * 1000:.0f} / {first[(page, 'upstream')] * 1000:.0f}")
     for client in (ours, theirs):
-        print(f"{client.name}'s log download held {client.downloaded_lines} of {args.lines} lines")
+        print(f"{client.name}: the first log page held {client.first_log_rows} rows (of {min(1000, args.lines)} asked), "
+              f"the download {client.downloaded_lines} of {args.lines} lines")
     print(f"web process (front door, metadata service, UI API): RSS {rss_before[0]} MB before the pages, "
           f"{rss_after[0]} MB after; peak {rss_after[1]} MB")
 
