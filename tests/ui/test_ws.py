@@ -302,3 +302,41 @@ def test_a_killed_run_turns_failed_for_subscribers_and_the_http_route(stack: Sta
                   f" {seen - killed:.1f} s after the kill")
 
     asyncio.run(check())
+
+
+@pytest.fixture(scope="module")
+def door(stack: Stack, pg_dsn: str) -> Iterator[tuple[str, str]]:
+    """The front door with a key, the metadata service and the UI API behind it."""
+    from ui_helpers import AppThread
+
+    from mfcolab import frontdoor
+    from mfcolab.service import create_app as create_service
+    from mfcolab.service.database import DB_KEY
+    from mfcolab.ui import create_app as create_ui
+
+    key = "live-socket-test-key-0123456789"
+
+    def build():  # type: ignore[no-untyped-def]
+        service = create_service(pg_dsn, pool_min=1, pool_max=4)
+        return frontdoor.create_app(key, service, api=create_ui(stack.settings, service[DB_KEY]))
+
+    server = AppThread(build).start()
+    yield server.url, key
+    server.stop()
+
+
+def test_the_front_door_refuses_a_socket_without_the_key(door: tuple[str, str]) -> None:
+    url, key = door
+
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"x-api-key": "wrong-key"}):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    async with session.ws_connect(url + "/api/ws", headers=headers):
+                        pass
+                assert refused.value.status == 401
+            async with session.ws_connect(url + "/api/ws", headers={"x-api-key": key}) as ws:
+                await ws.send_str("__ping__")
+                assert (await ws.receive(timeout=30)).data == "__pong__"
+
+    asyncio.run(check())
