@@ -3,7 +3,8 @@
 Metaflow writes two files per stream and attempt, `<attempt>.runtime_<stream>.log` (the
 runtime's lines about the task) and `<attempt>.task_<stream>.log` (the task's own output),
 every line prefixed with an mflog header carrying a UTC timestamp. They are read in place
-(never moved or copied: `datastore.py`) and merged by timestamp. The header is parsed here
+(never moved or copied: `datastore.py`) and merged by timestamp; a poll of a growing log reads
+only the bytes added since the last one (`logtail.py`). The header is parsed here
 rather than by `metaflow.mflog`: importing metaflow in the web process loads its plugins and
 config, and a regex over bytes is several times faster than its per-line strptime.
 `row` is the absolute 0-based line number of the merged log. Pages are aligned blocks of
@@ -16,9 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from aiohttp import web
 from ..service.http import endpoint
 from . import envelope
 from .context import context
+from .logtail import GrowingLogs
 from .query import number, stream_name
 from .taskfiles import TaskFiles, locate
 
@@ -33,50 +33,12 @@ SOURCES = ("runtime", "task")
 LOG_MAX = 256 * 1024 * 1024  # bytes of one log file read
 PAGE_DEFAULT = 1000
 PAGE_MAX = 10_000
-CACHED_LOGS = 8
 
 
 @dataclass(frozen=True)
 class Line:
     timestamp: int | None  # epoch milliseconds
     text: str
-
-
-class LogCache:
-    """Merged logs keyed by their files' identity (path, size, mtime): a growing log is re-read."""
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[object, ...], list[Line]] = OrderedDict()
-
-    def get(self, key: tuple[object, ...]) -> list[Line] | None:
-        lines = self._entries.get(key)
-        if lines is not None:
-            self._entries.move_to_end(key)
-        return lines
-
-    def put(self, key: tuple[object, ...], lines: list[Line]) -> None:
-        self._entries[key] = lines
-        while len(self._entries) > CACHED_LOGS:
-            self._entries.popitem(last=False)
-
-
-_CACHE = LogCache()
-
-
-def _read_sources(request: web.Request, files: TaskFiles, stream: str) -> tuple[tuple[object, ...], list[bytes]]:
-    roots = context(request).roots
-    key: list[object] = []
-    blobs = []
-    for source in SOURCES:
-        path = roots.path(files.folder, f"{files.attempt}.{source}_{stream}.log")
-        try:
-            with roots.open(path) as handle:
-                info = os.fstat(handle.fileno())
-                key.append((str(path), info.st_size, info.st_mtime_ns))
-                blobs.append(handle.read(LOG_MAX))
-        except OSError:
-            key.append((str(path), None))
-    return tuple(key), blobs
 
 
 # An mflog line: `[MFLOG|0|2026-11-29T18:57:02.545050Z|runtime|<id>]text`, with `[!` in front
@@ -100,28 +62,16 @@ def parse_line(raw: bytes) -> tuple[int, bytes]:
     return int(moment.timestamp()) * 1000 + millis, text
 
 
-def merge(blobs: list[bytes]) -> list[Line]:
-    """The lines of every source, merged by timestamp (stable: a source keeps its own order)."""
-    parsed = []
-    for source, blob in enumerate(blobs):
-        raws = blob.split(b"\n")
-        if raws and not raws[-1]:
-            raws.pop()  # the file ends with a newline
-        for index, raw in enumerate(raws):
-            stamp, text = parse_line(raw.rstrip(b"\r"))
-            parsed.append((stamp, source, index, text))
-    parsed.sort(key=lambda item: (item[0], item[1], item[2]))
-    return [Line(None if stamp == _UNSTAMPED else stamp, text.decode("utf-8", "replace"))
-            for stamp, _, _, text in parsed]
+_LOGS = GrowingLogs(parse_line, LOG_MAX)
 
 
 def merged_lines(request: web.Request, files: TaskFiles, stream: str) -> list[Line]:
-    key, blobs = _read_sources(request, files, stream)
-    cached = _CACHE.get(key)
-    if cached is None:
-        cached = merge(blobs)
-        _CACHE.put(key, cached)
-    return cached
+    """The attempt's lines of `stream`, both sources merged by timestamp (a source keeps its
+    own order); only the bytes added since the last read are read (`logtail.py`)."""
+    roots = context(request).roots
+    paths = [roots.path(files.folder, f"{files.attempt}.{source}_{stream}.log") for source in SOURCES]
+    return [Line(None if stamp == _UNSTAMPED else stamp, text.decode("utf-8", "replace"))
+            for stamp, _, _, text in _LOGS.read(roots.open, paths)]
 
 
 @endpoint
