@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import requests
 from conftest import Stack
-from ui_helpers import FLOWS, client_env, run_flow
+from ui_helpers import FLOWS, client_env
 
 pytestmark = pytest.mark.slow
 
