@@ -19,6 +19,11 @@ Modules:
   sql           the statements: rows of each resource with derived status and times
   runs, steps, tasks, metadata, artifacts, dag, logs, cards, autocomplete, admin
                 one module per resource
+  logtail       a growing log read from where the last poll stopped
+  websocket     `/ws`: subscriptions in, events out; starts and stops the live pieces
+  live          changes, subscriptions, the hub that reloads and routes them, replay
+  notify        the LISTEN connection: trigger payloads to changes
+  liveness      a timer per running run and task for heartbeats that go quiet
   taskfiles     where a task attempt's files are on this machine
   datastore     read-only, path-aware access to <root>/datastore (ds-root mapping, no escapes)
   values        artifact values: blob read in place, unpickled by the locked-in worker
