@@ -62,7 +62,12 @@ def parse_line(raw: bytes) -> tuple[int, bytes]:
     return int(moment.timestamp()) * 1000 + millis, text
 
 
-_LOGS = GrowingLogs(parse_line, LOG_MAX)
+def _line(raw: bytes) -> tuple[int, Line]:
+    stamp, text = parse_line(raw)
+    return stamp, Line(None if stamp == _UNSTAMPED else stamp, text.decode("utf-8", "replace"))
+
+
+_LOGS = GrowingLogs(_line, LOG_MAX)
 
 
 def merged_lines(request: web.Request, files: TaskFiles, stream: str) -> list[Line]:
@@ -70,8 +75,7 @@ def merged_lines(request: web.Request, files: TaskFiles, stream: str) -> list[Li
     own order); only the bytes added since the last read are read (`logtail.py`)."""
     roots = context(request).roots
     paths = [roots.path(files.folder, f"{files.attempt}.{source}_{stream}.log") for source in SOURCES]
-    return [Line(None if stamp == _UNSTAMPED else stamp, text.decode("utf-8", "replace"))
-            for stamp, _, _, text in _LOGS.read(roots.open, paths)]
+    return [line for _, _, _, line in _LOGS.read(roots.open, paths)]
 
 
 @endpoint

@@ -5,7 +5,7 @@ source files), how far each file was parsed, the last TAIL_CHECK bytes before th
 the merged lines. A poll stats each file; when it grew and those tail bytes are unchanged (the
 saver rewrites the whole file, so the inode says nothing), only the new complete lines are
 read and parsed; lines stamped no earlier than the last merged one are appended, others cause
-one re-sort. A file that shrank or whose tail changed is read again whole. An unfinished last
+one re-sort. Lines are parsed once (`parse`), so an unchanged log costs no parsing at all. A file that shrank or whose tail changed is read again whole. An unfinished last
 line is shown but not kept: the next poll reads it again.
 """
 
@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 TAIL_CHECK = 4096
 CACHED_LOGS = 8
 
-# (timestamp or unstamped marker, source number, line number in the source, text)
-Item = tuple[int, int, int, bytes]
-Parse = Callable[[bytes], tuple[int, bytes]]
+# (sort stamp, source number, line number in the source, the parsed line)
+Item = tuple[int, int, int, Any]
+Parse = Callable[[bytes], tuple[int, Any]]  # a raw line -> (sort stamp, the parsed line)
 Opener = Callable[[Path], AbstractContextManager[BinaryIO]]
 
 
@@ -109,8 +109,8 @@ class GrowingLogs:
         if raws and not raws[-1]:
             raws.pop()
         for index, raw in enumerate(raws, start=first):
-            stamp, text = self.parse(raw.rstrip(b"\r"))
-            yield stamp, number, index, text
+            stamp, line = self.parse(raw.rstrip(b"\r"))
+            yield stamp, number, index, line
 
 
 def _merge_into(log: GrowingLog, added: list[Item]) -> None:
