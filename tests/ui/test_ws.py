@@ -340,3 +340,39 @@ def test_the_front_door_refuses_a_socket_without_the_key(door: tuple[str, str]) 
                 assert (await ws.receive(timeout=30)).data == "__pong__"
 
     asyncio.run(check())
+
+
+def test_live_updates_survive_a_killed_listen_connection(stack: Stack, pg_dsn: str) -> None:
+    """The LISTEN backend is terminated: the connection comes back by itself and events flow."""
+    import psycopg2
+    from helpers import wait_until
+
+    def sql(text: str) -> list[tuple[Any, ...]]:
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute(text)
+            return cur.fetchall() if cur.description else []
+
+    def listeners() -> list[int]:
+        return [row[0] for row in sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'mfcolab-ui-live'")]
+
+    def new_run() -> int:
+        return int(sql("INSERT INTO runs_v3 (flow_id, ts_epoch, user_name) VALUES ('ReconnectFlow',"
+                       " (extract(epoch FROM now()) * 1000)::bigint, 'tester') RETURNING run_number")[0][0])
+
+    sql("INSERT INTO flows_v3 (flow_id, ts_epoch) VALUES ('ReconnectFlow', 1) ON CONFLICT DO NOTHING")
+
+    async def check() -> None:
+        async with connect(stack) as socket:
+            await socket.subscribe("runs", "/flows/ReconnectFlow/runs")
+            first = new_run()
+            await socket.until(lambda e: e["data"]["run_number"] == first, "the first run")
+            before = listeners()
+            assert len(before) == 1
+            sql(f"SELECT pg_terminate_backend({before[0]})")
+            await asyncio.to_thread(wait_until, lambda: listeners() and listeners() != before, 60, 0.2,
+                                    "the LISTEN connection to come back")
+            second = new_run()
+            event = await socket.until(lambda e: e["data"]["run_number"] == second, "a run after the reconnect")
+            assert event["type"] == "INSERT" and event["data"]["flow_id"] == "ReconnectFlow"
+
+    asyncio.run(check())
