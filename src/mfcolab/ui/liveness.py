@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MARGIN_SECONDS = 1.0  # heartbeats are whole seconds; check just after the threshold passed
 RECHECK_SECONDS = float(sql.RUN_LOST_S)  # an object with no heartbeat yet
+STARTUP_TRIES = 60
 
 _ONE_RUN = sql.single(sql.ONE_RUN.get(Key(True, 0)))
 _LATEST_ATTEMPT = (f"SELECT row_to_json(T)::text FROM ({sql.ONE_TASK.get(Key(True, 0), Key(True, 0))}) T"
@@ -59,9 +60,18 @@ class Liveness:
             self._arm((change.flow_id, change.run_number, change.step_name, change.task_id), 0.0)
 
     async def watch_running_runs(self) -> None:
-        """Watch every run whose heartbeat is fresh (at start and after a reconnect)."""
-        for record in await self.database.pool.fetch(_RUNNING_RUNS):
-            self._arm((record["flow_id"], record["run_number"], None, None), 0.0)
+        """Watch every run whose heartbeat is fresh (at start and after a reconnect). At start
+        the pool it shares may open after this; it tries for STARTUP_TRIES seconds."""
+        for _ in range(STARTUP_TRIES):
+            try:
+                records = await self.database.pool.fetch(_RUNNING_RUNS)
+            except DATABASE_AWAY:
+                await asyncio.sleep(1.0)
+                continue
+            for record in records:
+                self._arm((record["flow_id"], record["run_number"], None, None), 0.0)
+            return
+        log.warning("live updates: cannot list the running runs; they are watched from their next change")
 
     def close(self) -> None:
         for handle in self.timers.values():

@@ -102,6 +102,8 @@ class NotifyConnection:
                 await self._listen()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("live updates: lost the Postgres connection (%s); reconnecting in %.0f s", exc, pause)
+            if self.connected.is_set():  # it had connected: start again from the short pause
+                pause = RETRY_FIRST
             self.connected.clear()
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX)
@@ -113,12 +115,19 @@ class NotifyConnection:
             for channel in CHANNELS:
                 await connection.add_listener(channel, self._received)
             self.connected.set()
-            await self.on_connect()
-            while True:
-                await asyncio.sleep(KEEPALIVE_SECONDS)
-                await connection.fetchval("SELECT 1", timeout=KEEPALIVE_SECONDS)
+            catching_up = asyncio.create_task(self.on_connect())
+            try:
+                await self._keep_alive(connection)
+            finally:
+                catching_up.cancel()
         finally:
             connection.terminate()
+
+    @staticmethod
+    async def _keep_alive(connection: Any) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS)
+            await connection.fetchval("SELECT 1", timeout=KEEPALIVE_SECONDS)
 
     def _received(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         for change in changes_of(payload):
