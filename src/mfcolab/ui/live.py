@@ -207,7 +207,10 @@ class Hub:
             except Exception:  # the database is away; the change is dropped
                 log.exception("live update for %s failed", change)
                 continue
-            self.recent.append((time.time(), change))
+            now = time.time()
+            self.recent.append((now, change))
+            while self.recent[0][0] < now - REPLAY_SECONDS:
+                self.recent.popleft()
             for callback in self._watchers if watch else ():
                 callback(change)
             try:
