@@ -105,8 +105,7 @@ def _key_values(change: Change) -> tuple[Any, ...]:
 @dataclass(frozen=True)
 class Subscription:
     uuid: str
-    resource: str  # as the client sent it (echoed in events)
-    path: str
+    path: str  # the resource without its query (named in events, as upstream names it)
     live: LiveResource | None
     ids: PathIds | None
     query: Mapping[str, str]
@@ -123,11 +122,11 @@ class Subscription:
             match = live.pattern.fullmatch(path)
             if match:
                 groups = {name: unquote(value) for name, value in match.groupdict().items()}
-                subscription = cls(uuid, resource, path, live, path_ids(groups) if groups else None, query)
+                subscription = cls(uuid, path, live, path_ids(groups) if groups else None, query)
                 subscription.filters(1)  # a bad filter is refused now, not at the first event
                 return subscription
         if QUIET.fullmatch(path):
-            return cls(uuid, resource, path, None, None, query)
+            return cls(uuid, path, None, None, query)
         raise ApiError(400, f"no live resource at {path}")
 
     def filters(self, first: int) -> ListQuery:

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -89,7 +89,7 @@ def _number(text: str) -> int | None:
 
 class NotifyConnection:
     def __init__(self, dsn: str, publish: Callable[[Change], None],
-                 on_connect: Callable[[], Awaitable[None]]) -> None:
+                 on_connect: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.dsn = dsn
         self.publish = publish
         self.on_connect = on_connect
@@ -115,7 +115,7 @@ class NotifyConnection:
             for channel in CHANNELS:
                 await connection.add_listener(channel, self._received)
             self.connected.set()
-            catching_up = asyncio.create_task(self.on_connect())
+            catching_up: asyncio.Task[None] = asyncio.create_task(self.on_connect())
             try:
                 await self._keep_alive(connection)
             finally:
