@@ -15,7 +15,7 @@ from mfcolab import schema
 from mfcolab.postgres import Postgres
 
 # Fixtures defined beside their helpers, shared by every test module that names them.
-pytest_plugins = ["registry.fixtures", "internet_helpers"]
+pytest_plugins = ["registry.fixtures", "internet_helpers", "ui_release"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,120 @@
+"""Fixtures of the UI API tests: one root folder, the metadata service and the UI API served
+together, real flows run once per session, and the datastore checked unchanged at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from ui_helpers import (
+    FLOWS,
+    UI_FLOWS,
+    Api,
+    AppThread,
+    client_env,
+    run_flow,
+    tree_checksum,
+)
+
+from mfcolab import credentials
+from mfcolab.service import create_app as create_service
+from mfcolab.service.database import DB_KEY
+from mfcolab.settings import Settings
+from mfcolab.ui import create_app as create_ui
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    server: AppThread
+
+    @property
+    def metadata_url(self) -> str:
+        return self.server.url + "/metadata"
+
+    @property
+    def api_url(self) -> str:
+        return self.server.url + "/api"
+
+
+def build_stack(settings: Settings, dsn: str) -> AppThread:
+    def build():  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        front = web.Application()
+        service = create_service(dsn, pool_min=1, pool_max=8)
+        front.add_subapp("/metadata", service)
+        front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
+        return front
+
+    return AppThread(build).start()
+
+
+@pytest.fixture(scope="session")
+def ui_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    base = tmp_path_factory.mktemp("ui")
+    settings = Settings.resolve(root=base / "root", local=base / "local", tunnel=False)
+    settings.datastore_dir.mkdir(parents=True)
+    credentials.access_key(settings)  # the key file a hostile value must not read
+    return settings
+
+
+@pytest.fixture(scope="session")
+def stack(ui_settings: Settings, pg_dsn: str) -> Iterator[Stack]:
+    server = build_stack(ui_settings, pg_dsn)
+    yield Stack(ui_settings, server)
+    server.stop()
+
+
+@dataclass
+class Runs:
+    linear: str
+    branch: str
+    foreach: str
+    retry: str
+    failed: str
+    card: str
+    chatty: str
+    hostile: str
+    outside: Path  # where the hostile values would write
+    tmp_target: Path
+
+
+@pytest.fixture(scope="session")
+def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    env = client_env(stack.metadata_url, stack.settings.root, tmp_path_factory.mktemp("mf-home"))
+    outside = tmp_path_factory.mktemp("outside")
+    hostile_env = {"HOSTILE_KEY": str(stack.settings.key_file), "HOSTILE_OUT": str(stack.settings.root / "leaked"),
+                   "HOSTILE_TMP": str(outside / "written")}
+    return Runs(
+        linear=run_flow(env, FLOWS / "linear_flow.py", "--alpha", "4", "--label", "hi", "--tag", "ui-tag",
+                        "--tag", "project:uitest"),
+        branch=run_flow(env, FLOWS / "branch_flow.py"),
+        foreach=run_flow(env, FLOWS / "foreach_flow.py", "--width", "5"),
+        retry=run_flow(env, FLOWS / "retry_catch_flow.py"),
+        failed=run_flow(env, FLOWS / "failing_flow.py", expect_ok=False),
+        card=run_flow(env, UI_FLOWS / "ui_card_flow.py", cwd=stack.settings.datastore_dir),
+        chatty=run_flow(env, FLOWS / "chatty_flow.py"),
+        hostile=run_flow(env, UI_FLOWS / "hostile_flow.py", extra_env=hostile_env),
+        outside=stack.settings.root / "leaked",
+        tmp_target=outside / "written",
+    )
+
+
+@pytest.fixture(scope="session")
+def untouched_datastore(stack: Stack, runs: Runs) -> Iterator[None]:
+    """The datastore's checksum after the flows ran must be the same after every API test."""
+    before = tree_checksum(stack.settings.datastore_dir)
+    yield
+    assert tree_checksum(stack.settings.datastore_dir) == before, "viewing changed the datastore"
+
+
+@pytest.fixture()
+def api(stack: Stack, runs: Runs, untouched_datastore: None) -> Iterator[Api]:
+    with requests.Session() as http:
+        yield Api(http, stack.api_url)
