@@ -224,3 +224,12 @@ def test_a_member_that_unpacks_to_more_than_it_declares_is_stopped(tmp_path: Pat
     with pytest.raises(UiBundleError, match="more than it declares|cannot be unpacked"):
         install_zip(archive, tmp_path / "ui-static")
     assert not (tmp_path / "ui-static").exists()
+
+
+def test_a_download_larger_than_a_release_is_cut_off(release: ReleaseServer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uibundle, "MAX_ARCHIVE_BYTES", 100_000)  # the stand-in's zip is larger
+    settings = make_settings(tmp_path)
+    with pytest.raises(UiBundleError, match="larger than the 100,000 bytes allowed"):
+        ensure_bundle(settings, release=UiRelease(TAG, base_url=release.release_base), progress=False)
+    assert list((settings.root / "ui").iterdir()) == []

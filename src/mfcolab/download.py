@@ -150,7 +150,7 @@ def _check_size(url: str, part: Path, size: int | None, max_bytes: int | None) -
     if max_bytes is not None and size is not None and size > max_bytes:
         part.unlink(missing_ok=True)
         raise TunnelError(
-            f"download of {url} is larger than the {max_bytes // 1024**2} MB allowed for it; the partial was deleted",
+            f"download of {url} is larger than the {max_bytes:,} bytes allowed for it; the partial was deleted",
             "check the URL",
         )
 
