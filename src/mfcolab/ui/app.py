@@ -25,8 +25,6 @@ from .context import CONTEXT_KEY, Context
 from .datastore import DatastoreRoots
 from .values import ValueReader
 
-APPLICATION_NAME = "mfcolab-ui-api"
-
 _RUN = "/flows/{flow_id}/runs/{run_number}"
 _TASK = _RUN + "/steps/{step_name}/tasks/{task_id}"
 
