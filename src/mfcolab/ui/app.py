@@ -26,8 +26,6 @@ from .datastore import DatastoreRoots
 from .values import ValueReader
 from .websocket import LIVE_KEY, LiveUpdates, websocket
 
-APPLICATION_NAME = "mfcolab-ui-api"
-
 _RUN = "/flows/{flow_id}/runs/{run_number}"
 _TASK = _RUN + "/steps/{step_name}/tasks/{task_id}"
 

@@ -56,16 +56,17 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
   SELECT max(m.ts_epoch) AS ts FROM metadata_v3 m
   WHERE {_SAME_RUN} AND m.step_name = 'end' AND m.field_name = 'attempt') ea ON true
-LEFT JOIN LATERAL (
-  SELECT max(m.ts_epoch) AS ts FROM metadata_v3 m
-  WHERE {_SAME_RUN} AND m.field_name = 'attempt_ok' AND {_FAILED}
-    AND NOT EXISTS (SELECT 1 FROM metadata_v3 n WHERE n.flow_id = m.flow_id AND n.run_number = m.run_number
-      AND n.step_name = m.step_name AND n.task_id = m.task_id AND n.field_name = 'attempt'
-      AND n.ts_epoch > m.ts_epoch)) f ON true
 CROSS JOIN LATERAL (SELECT
   e.ts_epoch IS NOT NULL AND (ea.ts IS NULL OR ea.ts <= e.ts_epoch) AS ended,
   r.last_heartbeat_ts IS NOT NULL AND {NOW_S} - r.last_heartbeat_ts > {RUN_LOST_S} AS lost,
   r.last_heartbeat_ts IS NULL AS silent) h
+-- Only for a run that has not ended: the latest verdict that failed a task for good.
+LEFT JOIN LATERAL (
+  SELECT max(m.ts_epoch) AS ts FROM metadata_v3 m
+  WHERE NOT h.ended AND {_SAME_RUN} AND m.field_name = 'attempt_ok' AND {_FAILED}
+    AND NOT EXISTS (SELECT 1 FROM metadata_v3 n WHERE n.flow_id = m.flow_id AND n.run_number = m.run_number
+      AND n.step_name = m.step_name AND n.task_id = m.task_id AND n.field_name = 'attempt'
+      AND n.ts_epoch > m.ts_epoch)) f ON true
 CROSS JOIN LATERAL (SELECT CASE
   WHEN h.ended AND e.ok THEN 'completed'
   WHEN h.ended THEN 'failed'

@@ -38,6 +38,7 @@ VALUE_SECONDS = 10.0  # wall-clock limit per value
 WORKER_MEMORY = 2 * 1024 * 1024 * 1024  # address space of the worker (numpy/pandas need room)
 WORKER_CPU_SECONDS = 60
 CACHE_ENTRIES = 2048
+WORKERS_AT_ONCE = 4  # more requests for values wait: a flood of them cannot fork without bound
 LINE_MAX = 8 * 1024 * 1024
 # Run as a script, not as a module of this package: importing the package would load the
 # whole web application (aiohttp, asyncpg) into every worker.
@@ -89,6 +90,7 @@ class ValueReader:
         self._cache: OrderedDict[tuple[str, str, str], Shown] = OrderedDict()
         self._jail: str | None = None
         self._ids: tuple[int, int] | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     async def show(self, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
         """The value of each blob (None: no blob recorded), in order."""
@@ -138,9 +140,12 @@ class ValueReader:
             self._cache.popitem(last=False)
 
     async def _run(self, batch: list[tuple[bytes, bool]], mode: str) -> list[Shown]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(WORKERS_AT_ONCE)
         results: list[Shown] = []
-        while len(results) < len(batch):
-            results.extend(await self._run_worker(batch[len(results):], mode))
+        async with self._slots:
+            while len(results) < len(batch):
+                results.extend(await self._run_worker(batch[len(results):], mode))
         return results
 
     def _worker_args(self) -> list[str]:
