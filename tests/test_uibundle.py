@@ -26,6 +26,12 @@ from mfcolab.uibundle import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_bundle_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests choose the bundle themselves (the pinned release from the stand-in, or --ui-bundle)."""
+    monkeypatch.delenv("MFCOLAB_UI_BUNDLE")
+
+
 def tree(folder: Path) -> dict[str, str]:
     """Every file under `folder` with its digest (what "nothing changed" means)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
