@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from helpers import make_settings, start_postgres
-from ui_release import UPSTREAM_UI
 
 from mfcolab import schema
 from mfcolab.postgres import Postgres
@@ -24,6 +23,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No setting from the developer's shell leaks into a test. Every stack serves the local UI
     build (no `up` downloads the release from GitHub); the tests of the download itself clear
     MFCOLAB_UI_BUNDLE or pass --ui-bundle with the local stand-in's URL."""
+    from ui_release import UPSTREAM_UI  # after pytest_plugins has registered it
+
     for name in list(os.environ):
         if name.startswith(("MFCOLAB_", "METAFLOW_")) or name in ("MF_ROOT", "PGDATA_DIR"):
             monkeypatch.delenv(name)
