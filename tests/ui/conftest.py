@@ -4,8 +4,6 @@ together, real flows run once per session, and the datastore checked unchanged a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,46 +11,18 @@ from ui_helpers import (
     FLOWS,
     UI_FLOWS,
     Api,
-    AppThread,
+    Runs,
+    Stack,
+    build_stack,
     client_env,
     run_flow,
     tree_checksum,
 )
 
 from mfcolab import credentials
-from mfcolab.service import create_app as create_service
-from mfcolab.service.database import DB_KEY
 from mfcolab.settings import Settings
-from mfcolab.ui import create_app as create_ui
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    server: AppThread
-
-    @property
-    def metadata_url(self) -> str:
-        return self.server.url + "/metadata"
-
-    @property
-    def api_url(self) -> str:
-        return self.server.url + "/api"
-
-
-def build_stack(settings: Settings, dsn: str) -> AppThread:
-    def build():  # type: ignore[no-untyped-def]
-        from aiohttp import web
-
-        front = web.Application()
-        service = create_service(dsn, pool_min=1, pool_max=8)
-        front.add_subapp("/metadata", service)
-        front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
-        return front
-
-    return AppThread(build).start()
 
 
 @pytest.fixture(scope="session")
@@ -69,20 +39,6 @@ def stack(ui_settings: Settings, pg_dsn: str) -> Iterator[Stack]:
     server = build_stack(ui_settings, pg_dsn)
     yield Stack(ui_settings, server)
     server.stop()
-
-
-@dataclass
-class Runs:
-    linear: str
-    branch: str
-    foreach: str
-    retry: str
-    failed: str
-    card: str
-    chatty: str
-    hostile: str
-    outside: Path  # where the hostile values would write
-    tmp_target: Path
 
 
 @pytest.fixture(scope="session")

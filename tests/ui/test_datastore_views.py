@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Runs, Stack, build_stack
-from ui_helpers import Api
+from ui_helpers import Api, Runs, Stack, build_stack
 
 from mfcolab.settings import Settings
 

@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import Runs, Stack
+from ui_helpers import Api, Runs, Stack, wait_for_status
 from helpers import free_port
 from oracle import UpstreamBackend, build_venv
-from ui_helpers import Api, wait_for_status
 
 from mfcolab.postgres import pg_binary
 

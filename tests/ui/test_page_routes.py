@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Runs
-from ui_helpers import Api
+from ui_helpers import Api, Runs
 
 
 def test_features_plugins_links_notifications_version(api: Api) -> None:

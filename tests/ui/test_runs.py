@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Runs
-from ui_helpers import Api, wait_for_status
+from ui_helpers import Api, Runs, wait_for_status
 
 
 def _by_run(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

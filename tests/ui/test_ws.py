@@ -19,8 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
-from conftest import Stack
-from ui_helpers import FLOWS, client_env
+from ui_helpers import FLOWS, Stack, client_env
 
 pytestmark = pytest.mark.slow
 

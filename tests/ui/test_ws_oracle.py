@@ -13,12 +13,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from conftest import Stack
+from ui_helpers import Stack, client_env
 from helpers import free_port
 from oracle import UpstreamBackend, build_venv
 from test_oracle import STATUS_TIMES
 from test_ws import WAIT, GatedRun, Socket, connect
-from ui_helpers import client_env
 
 pytestmark = pytest.mark.slow
 

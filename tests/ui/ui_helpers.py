@@ -12,12 +12,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 from aiohttp import web
 from helpers import wait_until
+
+from mfcolab.service import create_app as create_service
+from mfcolab.service.database import DB_KEY
+from mfcolab.settings import Settings
+from mfcolab.ui import create_app as create_ui
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 UI_FLOWS = Path(__file__).resolve().parent / "flows"
@@ -153,3 +159,44 @@ def wait_for_status(api: Api, flow: str, run: str, status: str, timeout: float =
 
     wait_until(reached, timeout=timeout, interval=1.0, what=f"{flow}/{run} to be {status}")
     return seen
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    server: AppThread
+
+    @property
+    def metadata_url(self) -> str:
+        return self.server.url + "/metadata"
+
+    @property
+    def api_url(self) -> str:
+        return self.server.url + "/api"
+
+
+def build_stack(settings: Settings, dsn: str) -> AppThread:
+    def build():  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        front = web.Application()
+        service = create_service(dsn, pool_min=1, pool_max=8)
+        front.add_subapp("/metadata", service)
+        front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
+        return front
+
+    return AppThread(build).start()
+
+
+@dataclass
+class Runs:
+    linear: str
+    branch: str
+    foreach: str
+    retry: str
+    failed: str
+    card: str
+    chatty: str
+    hostile: str
+    outside: Path  # where the hostile values would write
+    tmp_target: Path

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import Runs, Stack
+from ui_helpers import Runs, Stack
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
