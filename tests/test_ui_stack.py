@@ -32,7 +32,7 @@ def test_up_downloads_the_ui_once_and_the_next_machine_reuses_it(tmp_path: Path,
         assert index.status_code == 200 and '<script>window.METAFLOW_SERVICE="/api";</script></head>' in index.text
         assert get(stack, "/api/features").status_code == 200
         assert get(stack, "/api/nowhere").status_code == 404
-        keyless = requests.get(stack.url + "/", headers={"Accept": "text/html"}, timeout=30)
+        keyless = requests.get(stack.url + "/", headers={"Accept": "text/html"}, timeout=30, allow_redirects=False)
         assert keyless.status_code in (302, 303, 401) and "METAFLOW_SERVICE" not in keyless.text
     finally:
         stack.down()
