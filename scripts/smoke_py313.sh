@@ -22,7 +22,9 @@ mkdir -p "$tmp/root"
 
 unset USER USERNAME SUDO_USER LOGNAME
 port() { "$bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-"$bin/mfcolab" up "${folders[@]}" --port "$(port)" --pg-port "$(port)" --no-tunnel
+# The UI from a local copy of the upstream build (this machine cannot reach GitHub's release download).
+cp -r "${UI_BUILD:-/work/shared/upstream/metaflow-ui}" "$tmp/ui-bundle"
+"$bin/mfcolab" up "${folders[@]}" --port "$(port)" --pg-port "$(port)" --no-tunnel --ui-bundle "$tmp/ui-bundle"
 
 export METAFLOW_HOME="$tmp/metaflow-home"
 "$bin/mfcolab" connect --root "$tmp/root"

@@ -15,15 +15,20 @@ from mfcolab import schema
 from mfcolab.postgres import Postgres
 
 # Fixtures defined beside their helpers, shared by every test module that names them.
-pytest_plugins = ["registry.fixtures", "internet_helpers"]
+pytest_plugins = ["registry.fixtures", "internet_helpers", "ui_release"]
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No setting from the developer's shell leaks into a test."""
+    """No setting from the developer's shell leaks into a test. Every stack serves the local UI
+    build (no `up` downloads the release from GitHub); the tests of the download itself clear
+    MFCOLAB_UI_BUNDLE or pass --ui-bundle with the local stand-in's URL."""
+    from ui_release import UPSTREAM_UI  # after pytest_plugins has registered it
+
     for name in list(os.environ):
         if name.startswith(("MFCOLAB_", "METAFLOW_")) or name in ("MF_ROOT", "PGDATA_DIR"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("MFCOLAB_UI_BUNDLE", str(UPSTREAM_UI))
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ OFFICIAL = "tests/test_official_stack.py::test_official_stack_up_status_logs_dow
 SERVE = f"{HERE}::test_serve_runs_the_supervisor_in_the_foreground_with_its_options"
 SERVE_SAME = f"{HERE}::test_serve_takes_the_stack_options_of_up"
 RELAY_E2E = "tests/test_tunnel_e2e.py::test_a_flow_rides_over_a_killed_tunnel"
+UI_DOWNLOAD = "tests/test_ui_stack.py::test_up_downloads_the_ui_once_and_the_next_machine_reuses_it"
 CONNECT_WATCH = "tests/test_relay.py::test_connect_watch_starts_a_relay_reuses_it_and_stops_it"
 
 # (command, option) -> tests that check the option's effect. The app's own options are under "mfcolab".
@@ -54,7 +55,12 @@ COVERAGE: dict[tuple[str, str], tuple[str, ...]] = {
     ("up", "--no-tunnel"): (UP_SHARED,),
     ("up", "--cloudflared"): (RELAY_E2E, "tests/test_tunnel_e2e.py::test_rate_limited_tunnel_shows_in_status_and_the_stack_stays_usable"),
     ("up", "--engine"): (OFFICIAL, "tests/test_official_stack.py::test_official_ui_with_the_native_engine"),
-    ("up", "--ui"): (OFFICIAL, "tests/test_official_stack.py::test_official_ui_with_the_native_engine"),
+    ("up", "--ui"): (  # native (the default), official, none
+        UI_DOWNLOAD, "tests/ui/test_browser.py::test_the_home_page_lists_every_run_with_its_status_and_user",
+        "tests/test_official_stack.py::test_official_ui_with_the_native_engine",
+        "tests/test_ui_stack.py::test_ui_none_serves_no_ui_and_no_api"),
+    ("up", "--ui-bundle"): (UI_DOWNLOAD, "tests/test_ui_stack.py::test_up_without_a_bundle_says_what_to_do_and_keeps_the_api",
+                            "tests/test_uibundle.py::test_ui_bundle_takes_a_folder_a_zip_or_a_url"),
     ("up", "--image"): (OFFICIAL, "tests/test_official_stack.py::test_missing_image_is_one_clear_line"),
     ("up", "--registry"): (OFFICIAL, "tests/test_official_stack.py::test_unreachable_registry_is_one_clear_line"),
     ("up", "--proot"): (OFFICIAL, "tests/test_official_stack.py::test_missing_proot_is_one_clear_line"),
@@ -101,6 +107,7 @@ COVERAGE: dict[tuple[str, str], tuple[str, ...]] = {
     ("serve", "--image"): (SERVE_SAME, "tests/test_official_stack.py::test_missing_image_is_one_clear_line"),
     ("serve", "--service-port"): (SERVE_SAME, OFFICIAL),
     ("serve", "--ui-port"): (SERVE_SAME, OFFICIAL),
+    ("serve", "--ui-bundle"): (SERVE_SAME, UI_DOWNLOAD),
     ("connect", "URL"): ("tests/test_tunnel_e2e.py::test_rate_limited_tunnel_shows_in_status_and_the_stack_stays_usable",),
     ("connect", "--key"): ("tests/test_tunnel_e2e.py::test_rate_limited_tunnel_shows_in_status_and_the_stack_stays_usable",),
     ("connect", "--root"): (RELAY_E2E, f"{HERE}::test_connect_profile_writes_that_profile"),

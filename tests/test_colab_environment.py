@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port
+from ui_release import UPSTREAM_UI
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +136,8 @@ def test_colab_up_a_flow_as_root_and_down(colab: ColabVenv, folder: Path) -> Non
         assert result.returncode == 0, f"mfcolab {args[0]}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         return result
 
-    mfcolab("up", *folders, "--port", str(free_port()), "--pg-port", str(free_port()), "--no-tunnel")
+    ui_bundle = shutil.copytree(UPSTREAM_UI, folder / "ui-bundle")  # no download from GitHub
+    mfcolab("up", *folders, "--port", str(free_port()), "--pg-port", str(free_port()), "--no-tunnel", "--ui-bundle", str(ui_bundle))
     try:
         mfcolab("connect", "--root", str(folder / "root"))
         env["METAFLOW_PROFILE"] = "mfcolab"

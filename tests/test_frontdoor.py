@@ -26,6 +26,9 @@ from mfcolab.errors import ConfigError
 from mfcolab.frontdoor import Upstream, create_app, inject_service_url, make_runner
 
 KEY = "k3y-Secret_9f8e7d6c5b4a"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LARGE = 50 * 1024 * 1024
 BLOCK = hashlib.sha256(b"mfcolab").digest() * 2048  # 64 KiB of fixed bytes
 INDEX_HTML = "<!doctype html><html><head><title>Metaflow</title></head><body><div id=root></div></body></html>"
@@ -971,10 +974,40 @@ def test_a_keyless_door_answers_only_to_its_own_host_and_origin(stack: Stack) ->
     assert page_post.status_code == 403
 
 
-def test_no_page_can_frame_the_door(stack: Stack, http: requests.Session) -> None:
+def test_no_other_origin_can_frame_the_door(stack: Stack, http: requests.Session) -> None:
     answers = [http.get(f"{stack.door}/login"), http.get(f"{stack.door}/metadata/ping"), http.get(f"{stack.door}/")]
     login(http, stack.door)
     answers += [http.get(f"{stack.door}/"), http.get(f"{stack.door}/api/echo"), http.get(f"{stack.door}/static/js/main.js")]
     for answer in answers:
-        assert answer.headers["X-Frame-Options"] == "DENY", answer.url
-        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], answer.url
+        assert answer.headers["X-Frame-Options"] == "SAMEORIGIN", answer.url
+        assert "frame-ancestors 'self'" in answer.headers["Content-Security-Policy"], answer.url
+
+
+def test_only_the_door_itself_can_frame_its_pages(stack: Stack) -> None:
+    """The UI shows a card in a frame of its own origin; a page of any other origin (here another
+    port on 127.0.0.1) gets nothing in its frame, even from a browser signed in to the door."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup --test installs it)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_context().new_page()
+            assert page.request.post(f"{stack.door}/login", form={"key": KEY}, max_redirects=0).status == 303
+            assert framed_ui_page(page, stack.door, stack.door) is True
+            assert framed_ui_page(page, stack.open, stack.door) is False
+        finally:
+            browser.close()
+
+
+def framed_ui_page(page: Any, page_origin: str, framed: str) -> bool:
+    """Open a page of `page_origin`, frame the door's UI page in it, and say whether the page shows."""
+    page.goto(f"{page_origin}/metadata/ping")
+    page.evaluate("""src => new Promise(done => {
+        const frame = document.createElement('iframe');
+        frame.onload = () => done(true);
+        frame.src = src;
+        document.body.appendChild(frame);
+    })""", f"{framed}/")
+    child = page.frames[1]
+    return bool(child.url.startswith(framed) and child.locator("#root").count() == 1)

@@ -68,7 +68,7 @@ def door(root: Path, tmp_path: Path) -> Iterator[str]:
     (to nothing here), so no database is needed for /login and the key check."""
     port = free_port()
     env = {**os.environ, **Settings.resolve(root=root, local=tmp_path / "local", port=port, tunnel=False,
-                                               engine="official", service_port=free_port()).to_env()}
+                                               engine="official", ui="none", service_port=free_port()).to_env()}
     with open(tmp_path / "web.log", "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "mfcolab.web"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -12,8 +12,9 @@ from typing import Self
 import pytest
 import requests
 from helpers import free_port, wait_until
-from internet_helpers import CLOUDFLARED, Internet
+from internet_helpers import CLOUDFLARED, STANDINS, Internet
 from stack_helpers import Stack, mfcolab
+from ui_release import ReleaseServer
 
 from mfcolab.process import find_processes
 from mfcolab.process import pid_alive as alive
@@ -39,7 +40,8 @@ def outputs(notebook: dict) -> str:
     return "\n".join(text)
 
 
-def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, release: ReleaseServer,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = Stack(tmp_path / "cpu", free_port(), free_port())
     cpu.tmp.mkdir()
     gpu_local, gpu_work, relay_port = tmp_path / "gpu-local", tmp_path / "gpu-work", free_port()
@@ -49,15 +51,22 @@ def test_cpu_and_gpu_notebooks(tmp_path: Path, internet: Internet, monkeypatch: 
     for name, value in internet.client_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("STANDIN_EDGE_DIR", str(internet.hosts))
+    # The CPU kernel finds a stand-in google.colab.output, as on Colab (Drive and pip stay off).
+    colab_log = tmp_path / "colab-output.jsonl"
+    monkeypatch.setenv("PYTHONPATH", str(STANDINS / "colab"))
+    monkeypatch.setenv("STANDIN_COLAB_LOG", str(colab_log))
     relay_pid = None
     try:
         cpu_nb = execute("metaflow_service.ipynb", tmp_path / "cpu.ipynb", cpu.tmp, ON_COLAB=False, INSTALL="",
-                         ROOT=str(cpu.root), LOCAL=str(cpu.local), TUNNEL=True, STOP_AT_END=False,
-                         EXTRA_ARGS=f"--port {cpu.port} --pg-port {cpu.pg_port} --cloudflared {CLOUDFLARED}")
+                         ROOT=str(cpu.root), LOCAL=str(cpu.local), TUNNEL=True, STOP_AT_END=False, PORT=cpu.port,
+                         EXTRA_ARGS=f"--pg-port {cpu.pg_port} --cloudflared {CLOUDFLARED} "
+                                    f"--ui-bundle {release.release_url}")
         public = json.loads((cpu.root / "connection.json").read_text())["url"]
         assert re.fullmatch(r"https://[a-z]+(-[a-z]+){3}\.trycloudflare\.com", public)
         assert f"published for the GPU side: {public}" in outputs(cpu_nb)
         assert cpu.status()["ready"]
+        check_the_ui_link(cpu, public, colab_log, outputs(cpu_nb))
+        monkeypatch.delenv("PYTHONPATH")
 
         monkeypatch.delenv("STANDIN_EDGE_DIR")
         monkeypatch.setenv("METAFLOW_HOME", str(tmp_path / "gpu-metaflow-home"))
@@ -112,6 +121,20 @@ class SidecarWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def check_the_ui_link(cpu: Stack, public: str, colab_log: Path, text: str) -> None:
+    """The notebook opened the sign-in page through Colab's port proxy, and signing in there shows the UI."""
+    calls = [json.loads(line) for line in colab_log.read_text().splitlines()]
+    assert calls == [{"call": "serve_kernel_port_as_window", "port": cpu.port, "path": "/login",
+                      "anchor_text": "Open the Metaflow UI (sign in with the access key)", "status": 200}]
+    assert "[link] Open the Metaflow UI" in text
+    assert f"Metaflow UI:      {public}/  (sign in at {public}/login with the access key)" in text
+    with requests.Session() as browser:
+        page = browser.get(f"{cpu.url}/login", timeout=10)
+        assert 'action="/login"' in page.text
+        signed_in = browser.post(f"{cpu.url}/login", data={"key": cpu.key, "next": "/"}, timeout=10)
+        assert signed_in.status_code == 200 and 'window.METAFLOW_SERVICE="/api"' in signed_in.text
 
 
 def cpu_pids(stack: Stack) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -99,8 +100,23 @@ def _as_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def from_known_proxy(request: web.BaseRequest) -> bool:
+    """True when the request came from this machine: cloudflared and Colab's port proxy both
+    connect over loopback. A remote client's forwarding headers are its own claims."""
+    try:
+        peer = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    return peer.is_loopback
+
+
 def original_scheme(request: web.BaseRequest) -> str:
-    """The scheme the browser used: from X-Forwarded-Proto, cloudflared's Cf-Visitor, or the socket."""
+    """The scheme the browser used: from X-Forwarded-Proto or cloudflared's Cf-Visitor when a
+    known proxy sent the request, else the socket's."""
+    if not from_known_proxy(request):
+        return request.scheme
     forwarded = request.headers.get("X-Forwarded-Proto")
     if forwarded:
         return forwarded.split(",")[0].strip().lower()

@@ -30,7 +30,9 @@ Host = Annotated[Optional[str], typer.Option("--host", help="Front door bind add
 PgPort = Annotated[Optional[int], typer.Option("--pg-port", help="Postgres port on 127.0.0.1 [15432].")]
 NoTunnel = Annotated[bool, typer.Option("--no-tunnel", help="Do not open a Cloudflare quick tunnel.")]
 Engine = Annotated[Optional[str], typer.Option("--engine", help="Metadata service: native or official.")]
-Ui = Annotated[Optional[str], typer.Option("--ui", help="UI: none or official.")]
+Ui = Annotated[Optional[str], typer.Option("--ui", help="UI: native (built in) [default], official (upstream image) or none.")]
+UiBundle = Annotated[Optional[str], typer.Option(
+    "--ui-bundle", help="Metaflow UI release to serve: a zip, folder or URL [the pinned release, downloaded once into the root folder].")]
 NoAuth = Annotated[bool, typer.Option("--no-auth", help="No access key (front door on 127.0.0.1 only).")]
 Interval = Annotated[Optional[float], typer.Option("--snapshot-interval", help="Seconds between snapshot cycles [5].")]
 Keep = Annotated[Optional[int], typer.Option("--keep", help="Snapshot generations to keep [3].")]
@@ -109,11 +111,12 @@ def _logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log 
 def _stack_settings(root: Path | None, local: Path | None, port: int | None, host: str | None, pg_port: int | None,
                     no_tunnel: bool, engine: str | None, ui: str | None, no_auth: bool, snapshot_interval: float | None,
                     keep: int | None, cloudflared: str | None, registry: str | None, proot: str | None,
-                    image: str | None, service_port: int | None, ui_port: int | None) -> Settings:
+                    image: str | None, service_port: int | None, ui_port: int | None,
+                    ui_bundle: str | None) -> Settings:
     return settings(root, local, port=port, host=host, pg_port=pg_port, tunnel=False if no_tunnel else None,
                     engine=engine, ui=ui, no_auth=no_auth or None, snapshot_interval=snapshot_interval,
                     keep_generations=keep, cloudflared=cloudflared, registry=registry, proot=proot,
-                    official_image=image, service_port=service_port, ui_port=ui_port)
+                    official_image=image, service_port=service_port, ui_port=ui_port, ui_bundle=ui_bundle)
 
 
 @app.command()
@@ -121,12 +124,12 @@ def up(root: Root = None, local: Local = None, port: Port = None, host: Host = N
        no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
        snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
        registry: Registry = None, proot: Proot = None, image: Image = None,
-       service_port: ServicePort = None, ui_port: UiPort = None) -> None:
+       service_port: ServicePort = None, ui_port: UiPort = None, ui_bundle: UiBundle = None) -> None:
     """Start the stack detached, wait until it is healthy, print how to connect."""
     from . import stack
 
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
-                        cloudflared, registry, proot, image, service_port, ui_port)
+                        cloudflared, registry, proot, image, service_port, ui_port, ui_bundle)
     root_given = root is not None or "MF_ROOT" in os.environ
     status = run(lambda: stack.up(s, root_given=root_given, progress=say))
     typer.echo("\n".join(stack.summary_lines(s, status)))
@@ -137,13 +140,13 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
           no_tunnel: NoTunnel = False, engine: Engine = None, ui: Ui = None, no_auth: NoAuth = False,
           snapshot_interval: Interval = None, keep: Keep = None, cloudflared: Cloudflared = None,
           registry: Registry = None, proot: Proot = None, image: Image = None,
-          service_port: ServicePort = None, ui_port: UiPort = None) -> None:
+          service_port: ServicePort = None, ui_port: UiPort = None, ui_bundle: UiBundle = None) -> None:
     """Run the supervisor in the foreground (what `up` starts detached)."""
     from . import logsetup, stack
 
     logsetup.for_service()
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
-                        cloudflared, registry, proot, image, service_port, ui_port)
+                        cloudflared, registry, proot, image, service_port, ui_port, ui_bundle)
     raise typer.Exit(run(lambda: stack.serve(s)))
 
 

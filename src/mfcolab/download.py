@@ -28,6 +28,9 @@ CHUNK = 256 * 1024
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+UNCHECKED = "unchecked"  # names the partial of a download whose digest is not known yet
+
+
 class _Retryable(Exception):
     """An attempt failed in a way another attempt may cure."""
 
@@ -35,34 +38,37 @@ class _Retryable(Exception):
 def download_file(
     url: str,
     dest: Path,
-    sha256: str,
+    sha256: str | None,
     *,
     attempts: int = 4,
     timeout: float = 30.0,
     progress: bool = True,
     mode: int = 0o755,
     backoff: float = 1.0,
+    max_bytes: int | None = None,
 ) -> Path:
     """Download `url` to `dest` if its SHA-256 is `sha256`; resume or retry up to `attempts` times.
 
+    `sha256=None` accepts whatever arrives complete (the caller records its digest for next time).
+    A body longer than `max_bytes` is refused and its partial deleted.
     Raises TunnelError (with a hint) when the file cannot be fetched or does not match.
     """
-    expected = sha256.strip().lower()
-    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+    expected = UNCHECKED if sha256 is None else sha256.strip().lower()
+    if sha256 is not None and (len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected)):
         raise TunnelError(f"not a SHA-256 digest: {sha256!r}", "give the 64-hex-digit digest published with the file")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest, expected)
     last_problem = ""
     for attempt in range(1, attempts + 1):
         try:
-            pieced = _fetch_into(url, part, timeout=timeout, progress=progress)
+            pieced = _fetch_into(url, part, timeout=timeout, progress=progress, max_bytes=max_bytes)
         except _Retryable as exc:
             last_problem = str(exc)
             log.warning("download of %s failed (attempt %d of %d): %s", url, attempt, attempts, exc)
             if attempt < attempts:
                 time.sleep(backoff * attempt)
             continue
-        actual = file_sha256(part)
+        actual = file_sha256(part) if sha256 is not None else UNCHECKED
         if actual == expected:
             os.chmod(part, mode)
             os.replace(part, dest)
@@ -96,7 +102,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch_into(url: str, part: Path, *, timeout: float, progress: bool) -> bool:
+def _fetch_into(url: str, part: Path, *, timeout: float, progress: bool, max_bytes: int | None = None) -> bool:
     """One attempt: append the rest of the body to `part` (or rewrite it); True if it appended.
 
     Raises _Retryable or TunnelError.
@@ -115,10 +121,12 @@ def _fetch_into(url: str, part: Path, *, timeout: float, progress: bool) -> bool
                 log.info("server ignored the resume request for %s; downloading it whole", url)
             offset = have if resumed else 0
             total = _expected_total(response, offset)
+            _check_size(url, part, total, max_bytes)
             with open(part, "ab" if resumed else "wb") as out, _progress_bar(url, total, offset, progress) as advance:
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
                     advance(len(chunk))
+                    _check_size(url, part, out.tell(), max_bytes)
             if total is not None and part.stat().st_size != total:
                 raise _Retryable(f"got {part.stat().st_size} of {total} bytes")
             return resumed
@@ -136,6 +144,15 @@ def _check_status(url: str, response: requests.Response) -> None:
         f"download of {url} failed: HTTP {status} {response.reason}",
         "check the release tag and architecture, or install the binary yourself and pass its path",
     )
+
+
+def _check_size(url: str, part: Path, size: int | None, max_bytes: int | None) -> None:
+    if max_bytes is not None and size is not None and size > max_bytes:
+        part.unlink(missing_ok=True)
+        raise TunnelError(
+            f"download of {url} is larger than the {max_bytes:,} bytes allowed for it; the partial was deleted",
+            "check the URL",
+        )
 
 
 def _range_start(response: requests.Response) -> int | None:

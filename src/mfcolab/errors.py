@@ -11,6 +11,7 @@
     +-- ContainerError           udocker: pull, create or run failed
     +-- TunnelError              cloudflared failed (rate limit, download, no URL)
     +-- ConnectError             the client side could not reach or configure the service
+    +-- UiBundleError            the Metaflow UI bundle could not be downloaded, checked or unpacked
 """
 
 from __future__ import annotations
@@ -76,3 +77,7 @@ class TunnelError(MfcolabError):
 
 class ConnectError(MfcolabError):
     """Raised on the client side when the service cannot be reached or configured."""
+
+
+class UiBundleError(MfcolabError):
+    """Raised when the metaflow-ui bundle is missing, unreachable, altered or unsafe to unpack."""

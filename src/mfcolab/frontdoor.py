@@ -4,7 +4,8 @@
     /login        browser sign-in with the access key (sets the session cookie); /logout clears it
     /metadata/*   the metadata service: an in-process aiohttp app (native engine) or an Upstream
                   that runs with PATH_PREFIX=/metadata (official engine); paths go through unchanged
-    /api/*        the UI backend (PATH_PREFIX=/api), HTTP and WebSocket
+    /api/*        the UI API, HTTP and WebSocket: mfcolab's own (mfcolab.ui, in-process, --ui native)
+                  or upstream's UI backend (PATH_PREFIX=/api, --ui official)
     /*            the metaflow-ui bundle, index.html with window.METAFLOW_SERVICE="/api", SPA fallback
 
 Proxied bodies are streamed both ways and WebSocket upgrades are relayed frame by frame. Binding
@@ -122,7 +123,7 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
 def create_app(
     key: str | None,
     metadata: web.Application | Upstream | None,
-    api: Upstream | None = None,
+    api: web.Application | Upstream | None = None,
     static_dir: Path | None = None,
     *,
     client_max_size: int = DEFAULT_CLIENT_MAX_SIZE,
@@ -149,7 +150,9 @@ def create_app(
         app.add_subapp("/metadata", metadata)
     elif isinstance(metadata, Upstream):
         forwarder.mount(app, "/metadata", metadata)
-    if api is not None:
+    if isinstance(api, web.Application):
+        app.add_subapp(UI_SERVICE_PATH, api)
+    elif isinstance(api, Upstream):
         forwarder.mount(app, UI_SERVICE_PATH, api)
     if static_dir is not None:
         StaticUI(static_dir).add_to(app)
@@ -416,10 +419,14 @@ def _unreachable(upstream: Upstream, exc: BaseException, status: int | None = No
     return json_error(status, f"the {upstream.name} at {upstream.url} is not answering ({what})")
 
 
+# First path segments that belong to the services, never to the UI's client-side routes.
+_SERVICE_SEGMENTS = frozenset({"api", "metadata"})
+
+
 class StaticUI:
     """The metaflow-ui bundle at /: files as they are, index.html with the service URL injected,
-    and index.html for any other path (client-side routes), except under /static/ where a
-    missing file is a 404."""
+    and index.html for any other path (client-side routes), except under /static/ and the
+    services' prefixes, where a missing path is a JSON 404."""
 
     def __init__(self, root: Path, service_url: str = UI_SERVICE_PATH) -> None:
         self.root = root.resolve()
@@ -442,6 +449,8 @@ class StaticUI:
             return web.FileResponse(path)
         if relative.startswith("static/"):
             return json_error(404, f"no such file in the UI bundle: /{relative}")
+        if relative.split("/", 1)[0] in _SERVICE_SEGMENTS:
+            return json_error(404, f"no such path: /{relative}")
         return self._index()
 
     def _file(self, relative: str) -> Path | None:

@@ -1,7 +1,8 @@
 """What every request meets before the key is checked, and what every response carries.
 
     security_headers   on every response, the UI's and the login page's included: no framing
-                       (X-Frame-Options, CSP frame-ancestors), no MIME sniffing, no Referer off-site
+                       by another origin (X-Frame-Options, CSP frame-ancestors; the UI frames
+                       its own cards), no MIME sniffing, no Referer off-site
     guard_middleware   in order:
                        - Host must name the door itself when it has no key (DNS rebinding)
                        - a state-changing request from another site is refused (Sec-Fetch-Site,
@@ -40,11 +41,11 @@ SERVER_SETTINGS: dict[str, Any] = {
 }
 
 _HEADERS = {
-    "X-Frame-Options": "DENY",
+    "X-Frame-Options": "SAMEORIGIN",  # the UI shows a card in a frame of its own origin
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-_FRAME_ANCESTORS = "frame-ancestors 'none'"
+_FRAME_ANCESTORS = "frame-ancestors 'self'"
 
 
 def passes_encoded_bodies(handler: Handler) -> Handler:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from .containers import ContainerComponent, ContainerSpec, ProgressCallback, Udocker
 from .errors import ConfigError, ContainerError
 from .settings import Settings
+from .uibundle import replace_folder
 
 # §3.5: published on every upstream release; the service and the UI backend share it.
 IMAGE = "netflixoss/metaflow_metadata_service:v2.5.1"
@@ -145,16 +146,7 @@ def copy_ui_bundle(container_dir: Path, target: Path) -> Path:
     if not (source / "index.html").is_file():
         raise ContainerError(f"the image has no UI bundle at {UI_BUNDLE}",
                              f"use an image that ships metaflow-ui (--image or {IMAGE_ENV}; default {IMAGE})")
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, symlinks=False)
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return replace_folder(target, lambda staging: shutil.copytree(source, staging, symlinks=False, dirs_exist_ok=True))
 
 
 class UiBackendComponent(ContainerComponent):

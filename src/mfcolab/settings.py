@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 
 ENGINES = ("native", "official")
-UIS = ("none", "official")
+UIS = ("none", "native", "official")
 
 
 def _default_local() -> Path:
@@ -40,6 +40,7 @@ ENV_NAMES = {
     "pg_port": "MFCOLAB_PG_PORT",
     "engine": "MFCOLAB_ENGINE",
     "ui": "MFCOLAB_UI",
+    "ui_bundle": "MFCOLAB_UI_BUNDLE",
     "tunnel": "MFCOLAB_TUNNEL",
     "no_auth": "MFCOLAB_NO_AUTH",
     "cloudflared": "MFCOLAB_CLOUDFLARED",
@@ -64,7 +65,8 @@ class Settings:
     port: int = 7860  # front door
     pg_port: int = 15432  # Postgres on 127.0.0.1
     engine: str = "native"
-    ui: str = "none"
+    ui: str = "native"  # none, native (the UI bundle + mfcolab's UI API) or official (upstream's backend)
+    ui_bundle: str = ""  # a metaflow-ui release zip, folder or URL; empty: the pinned release, downloaded once
     tunnel: bool = True
     no_auth: bool = False
     cloudflared: str = ""  # path to a cloudflared binary; empty: PATH, then download

@@ -64,6 +64,23 @@ def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:
     """Downloads and pulls happen here, in the foreground, so the user sees progress and errors."""
     for component in build_components(settings):
         component.fetch(progress)
+    if settings.ui == "native":
+        fetch_ui_bundle(settings, progress)
+
+
+def fetch_ui_bundle(settings: Settings, progress: Progress) -> None:
+    """The UI bundle for --ui native; without one the stack still starts (API and metadata service)."""
+    from .errors import UiBundleError
+    from .uibundle import ensure_bundle
+    from .web import served_bundle
+
+    try:
+        ensure_bundle(settings)
+    except UiBundleError as exc:
+        if served_bundle(settings) is None:
+            progress(f"the Metaflow UI is off: {exc.message}; {exc.hint}")
+        else:
+            progress(f"the Metaflow UI stays as unpacked before: {exc.message}; {exc.hint}")
 
 
 def up(settings: Settings, *, root_given: bool, progress: Progress) -> StackStatus:
@@ -128,12 +145,24 @@ def summary_lines(settings: Settings, status: StackStatus) -> list[str]:
     url = status.public_url or settings.local_url
     key = None if settings.no_auth else credentials.access_key(settings)
     lines = [
-        f"UI / front door: {url}",
+        f"front door:       {url}",
         f"metadata service: {url}/metadata",
         f"access key:       {credentials.masked(key) if key else '(none: --no-auth)'}",
+        ui_line(settings, url, signed_in=key is None),
         "on the other machine (same shared folder):",
         f"    mfcolab connect --root {settings.root}",
         "or without the shared folder:",
         f"    mfcolab connect {url}" + (" --key-file FILE   (a file holding the key; - reads stdin)" if key else ""),
     ]
     return lines
+
+
+def ui_line(settings: Settings, url: str, *, signed_in: bool) -> str:
+    """Where the Metaflow UI is, and how to sign in to it."""
+    from .web import served_bundle
+
+    if served_bundle(settings) is None:
+        return "Metaflow UI:      off" + (" (--ui none)" if settings.ui == "none" else " (no UI bundle: see above)")
+    if signed_in:
+        return f"Metaflow UI:      {url}/"
+    return f"Metaflow UI:      {url}/  (sign in at {url}/login with the access key)"

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -37,7 +38,6 @@ def database_dsn(settings: Settings) -> str:
 
 def build_app(settings: Settings) -> Any:
     from . import frontdoor
-    from .official import ui_static_dir
     from .service import create_app as create_service
 
     key = None if settings.no_auth else credentials.access_key(settings)
@@ -45,13 +45,36 @@ def build_app(settings: Settings) -> Any:
         metadata: Any = create_service(database_dsn(settings))
     else:
         metadata = frontdoor.Upstream(f"http://127.0.0.1:{settings.service_port}")
-    api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}") if settings.ui == "official" else None
-    static_dir = None
+    api: Any = None
     if settings.ui == "official":
-        static_dir = ui_static_dir(settings)
-    return frontdoor.create_app(
-        key, metadata, api=api, static_dir=static_dir, key_file=settings.key_file, sessions_file=settings.sessions_file
-    )
+        api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}", "UI backend")
+    elif settings.ui == "native":
+        from .ui import create_app as create_ui_api
+
+        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings))
+    return frontdoor.create_app(key, metadata, api=api, static_dir=served_bundle(settings),
+                                key_file=settings.key_file, sessions_file=settings.sessions_file)
+
+
+def _shared_pool(metadata: Any) -> Any:
+    """The native metadata service's database pool, which the UI API shares (None for an upstream)."""
+    from aiohttp import web
+
+    if not isinstance(metadata, web.Application):
+        return None
+    from .service.database import DB_KEY
+
+    return metadata[DB_KEY]
+
+
+def served_bundle(settings: Settings) -> Path | None:
+    """The unpacked UI bundle to serve at /, or None (no UI, or `up` could not get one)."""
+    if settings.ui == "none":
+        return None
+    from .uibundle import static_dir
+
+    folder = static_dir(settings)
+    return folder if (folder / "index.html").is_file() else None
 
 
 def serve(settings: Settings) -> None:

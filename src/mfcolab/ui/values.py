@@ -1,0 +1,227 @@
+"""Artifact values for the UI: read the blob in place, unpickle it in a locked-in worker.
+
+A value is content-addressed (its sha names its blob), so a shown value never changes and
+results are kept in a small in-process cache keyed by (sha, mode). The web process reads
+each blob itself (`datastore.py`: in place, inside the datastore only) and hands the bytes
+to `value_worker.py`, which runs as the unprivileged viewer user in an empty chroot, with a
+memory, CPU and no-file-writes limit; a value that takes longer than `VALUE_SECONDS`
+gets the worker killed and an error entry, and the rest of the batch goes to a new worker.
+
+Results are `Shown(content=...)` or `Shown(error_id=..., detail=...)`, the contract's
+`postprocess_error` ids: `artifact-too-large`, `artifact-handle-failed`, `DataException`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..service.http import ApiError
+from .datastore import DatastoreRoots
+
+log = logging.getLogger(__name__)
+
+VIEWER_USER = "mfcolab-view"
+BLOB_MAX = 4 * 1024 * 1024  # a stored (compressed) blob larger than this is not read
+VALUE_MAX = 16 * 1024 * 1024  # nor a value whose pickle unpacks to more than this
+VALUE_SECONDS = 10.0  # wall-clock limit per value
+WORKER_MEMORY = 2 * 1024 * 1024 * 1024  # address space of the worker (numpy/pandas need room)
+WORKER_CPU_SECONDS = 60
+CACHE_ENTRIES = 2048
+WORKERS_AT_ONCE = 4  # more requests for values wait: a flood of them cannot fork without bound
+LINE_MAX = 8 * 1024 * 1024
+# Run as a script, not as a module of this package: importing the package would load the
+# whole web application (aiohttp, asyncpg) into every worker.
+WORKER = Path(__file__).with_name("value_worker.py")
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    content: str | None = None
+    error_id: str | None = None
+    detail: str | None = None
+    lasting: bool = True  # False for a timeout or a crash: the next try may succeed
+
+    @property
+    def ok(self) -> bool:
+        return self.error_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """Where a value is stored: `<root>/<flow>/data/<sha[:2]>/<sha>` in a local datastore."""
+
+    root: Path
+    flow_id: str
+    sha: str
+
+
+def viewer_ids() -> tuple[int, int]:
+    """(uid, gid) of the viewer user, created on first use; (-1, -1) when not running as root."""
+    if os.geteuid() != 0:
+        return -1, -1
+    try:
+        entry = pwd.getpwnam(VIEWER_USER)
+    except KeyError:
+        if shutil.which("useradd") is None:
+            return -1, -1
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", VIEWER_USER],
+                       capture_output=True, check=False)
+        try:
+            entry = pwd.getpwnam(VIEWER_USER)
+        except KeyError:
+            return -1, -1
+    return entry.pw_uid, entry.pw_gid
+
+
+class ValueReader:
+    def __init__(self, roots: DatastoreRoots) -> None:
+        self.roots = roots
+        self._cache: OrderedDict[tuple[str, str, str], Shown] = OrderedDict()
+        self._jail: str | None = None
+        self._ids: tuple[int, int] | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def show(self, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
+        """The value of each blob (None: no blob recorded), in order."""
+        results: list[Shown | None] = []
+        pending: list[tuple[int, Blob, bytes, bool]] = []
+        for index, blob in enumerate(blobs):
+            if blob is None:
+                results.append(Shown(error_id="DataException", detail="no value is stored for this artifact"))
+                continue
+            cached = self._cache.get((blob.flow_id, blob.sha, mode))
+            if cached is not None:
+                results.append(cached)
+                continue
+            loaded = self._load(blob)
+            if isinstance(loaded, Shown):
+                results.append(loaded)
+                continue
+            results.append(None)
+            pending.append((index, blob, loaded[0], loaded[1]))
+        if pending:
+            shown = await self._run([(data, raw) for _, _, data, raw in pending], mode)
+            for (index, blob, _, _), result in zip(pending, shown, strict=True):
+                results[index] = result
+                self._remember((blob.flow_id, blob.sha, mode), result)
+        return [result for result in results if result is not None]
+
+    def _load(self, blob: Blob) -> tuple[bytes, bool] | Shown:
+        try:
+            path = self.roots.path(blob.root, blob.flow_id, "data", blob.sha[:2], blob.sha)
+        except ApiError:
+            return Shown(error_id="DataException", detail="the artifact's location is not a datastore path")
+        size = self.roots.size(path)
+        if size is None:
+            return Shown(error_id="DataException", detail=f"the stored value {blob.sha} is not in the datastore")
+        if size > BLOB_MAX:
+            return Shown(error_id="artifact-too-large", detail=f"the stored value is {size} bytes; values over {BLOB_MAX} are not shown")
+        data = self.roots.read(path, BLOB_MAX)
+        if data is None:
+            return Shown(error_id="DataException", detail=f"the stored value {blob.sha} cannot be read")
+        return data, _is_raw(self.roots, path.with_name(blob.sha + "_meta"))
+
+    def _remember(self, key: tuple[str, str, str], shown: Shown) -> None:
+        if not shown.lasting:
+            return
+        self._cache[key] = shown
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def _run(self, batch: list[tuple[bytes, bool]], mode: str) -> list[Shown]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(WORKERS_AT_ONCE)
+        results: list[Shown] = []
+        async with self._slots:
+            while len(results) < len(batch):
+                results.extend(await self._run_worker(batch[len(results):], mode))
+        return results
+
+    def _worker_args(self) -> list[str]:
+        if self._ids is None:
+            self._ids = viewer_ids()
+        if self._jail is None:
+            self._jail = tempfile.mkdtemp(prefix="mfcolab-view-jail-")
+            os.chmod(self._jail, 0o555)
+        uid, gid = self._ids
+        return [self._jail, str(uid), str(gid), str(WORKER_MEMORY), str(WORKER_CPU_SECONDS), str(VALUE_MAX)]
+
+    async def _run_worker(self, batch: list[tuple[bytes, bool]], mode: str) -> list[Shown]:
+        """Run one worker over `batch`; returns at least one result (the one that failed)."""
+        header = {"jobs": [{"size": len(data), "raw": raw, "mode": mode} for data, raw in batch]}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", str(WORKER), *self._worker_args(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, limit=LINE_MAX, start_new_session=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        results: list[Shown] = []
+        try:
+            proc.stdin.write(json.dumps(header).encode() + b"\n" + b"".join(data for data, _ in batch))
+            await proc.stdin.drain()
+            proc.stdin.close()
+            while len(results) < len(batch):
+                line = await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS)
+                if not line:
+                    results.append(_failed("the viewer stopped while loading this value"))
+                    break
+                results.append(_parse(line))
+        except TimeoutError:
+            results.append(_failed(f"the viewer took more than {VALUE_SECONDS:.0f} s to load this value"))
+        except (ValueError, OSError) as exc:  # an over-long line, a broken pipe
+            results.append(_failed(f"the viewer failed while loading this value: {exc}"))
+        finally:
+            if proc.returncode is None:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+            await proc.wait()
+        return results
+
+    def close(self) -> None:
+        if self._jail is not None:
+            try:
+                os.rmdir(self._jail)
+            except OSError:
+                pass
+            self._jail = None
+
+
+def _failed(detail: str) -> Shown:
+    return Shown(error_id="artifact-handle-failed", detail=detail, lasting=False)
+
+
+def _parse(line: bytes) -> Shown:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return Shown(error_id="artifact-handle-failed", detail="the viewer answered something that is not JSON")
+    if not isinstance(doc, dict):
+        return Shown(error_id="artifact-handle-failed", detail="the viewer answered something that is not an object")
+    if isinstance(doc.get("content"), str):
+        return Shown(content=doc["content"])
+    return Shown(error_id=str(doc.get("error") or "artifact-handle-failed"), detail=str(doc.get("detail") or "")[:2000])
+
+
+def _is_raw(roots: DatastoreRoots, meta_path: Path) -> bool:
+    """A blob's `_meta` file says whether it is stored raw (else gzip, the usual case)."""
+    size = roots.size(meta_path)
+    text = roots.read(meta_path, 4096) if size is not None and size <= 4096 else None
+    if not text:
+        return False
+    try:
+        return bool(json.loads(text).get("cas_raw", False))
+    except (ValueError, AttributeError):
+        return False

@@ -1,0 +1,1 @@
+"""A stand-in of the `google.colab` package a Colab kernel imports (only what the notebooks call)."""

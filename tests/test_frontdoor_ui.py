@@ -1,0 +1,142 @@
+"""The front door with `--ui native`: an in-process UI API mounted at /api beside the bundle at /,
+and the scheme of the browser's request believed only from a proxy on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+import requests
+from aiohttp import web
+from test_frontdoor import INDEX_HTML, KEY, ServerThread, metadata_subapp, with_key
+
+from mfcolab.auth import COOKIE
+from mfcolab.frontdoor import create_app, make_runner
+
+
+def ui_api() -> web.Application:
+    """A small in-process stand-in for mfcolab's UI API (the real one is tested in tests/ui/)."""
+
+    async def features(request: web.Request) -> web.Response:
+        return web.json_response({"FEATURE_ARTIFACT_TABLE": True})
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        socket_ = web.WebSocketResponse()
+        await socket_.prepare(request)
+        async for message in socket_:
+            if message.type is aiohttp.WSMsgType.TEXT and message.data == "__ping__":
+                await socket_.send_str("__pong__")
+        return socket_
+
+    app = web.Application()
+    app.router.add_get("/features", features)
+    app.router.add_get("/ws", ws)
+    return app
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    bundle = tmp_path_factory.mktemp("bundle")
+    (bundle / "static" / "js").mkdir(parents=True)
+    (bundle / "index.html").write_text(INDEX_HTML)
+    (bundle / "static" / "js" / "main.1.js").write_text("console.log('ui');")
+    servers = ServerThread()
+    yield servers.serve(create_app(KEY, metadata_subapp(), api=ui_api(), static_dir=bundle))
+    servers.close()
+
+
+def test_the_ui_api_answers_in_process_at_api(door: str) -> None:
+    assert requests.get(f"{door}/api/features", headers=with_key(), timeout=10).json() == {"FEATURE_ARTIFACT_TABLE": True}
+    refused = requests.get(f"{door}/api/features", timeout=10)
+    assert refused.status_code == 401 and "access key" in refused.json()["message"]
+
+
+@pytest.mark.parametrize("path", ["/api/nowhere", "/api", "/api/", "/metadata/nowhere", "/metadata"])
+def test_an_unknown_service_path_is_a_json_404_not_the_ui(door: str, path: str) -> None:
+    answer = requests.get(door + path, headers=with_key(Accept="text/html,*/*"), timeout=10)
+    assert answer.status_code == 404, path
+    assert answer.json()["status"] == 404
+    assert "METAFLOW_SERVICE" not in answer.text
+
+
+@pytest.mark.parametrize("path", ["/", "/HelloFlow/3", "/HelloFlow/3/start/1", "/apis", "/metadatax/y"])
+def test_deep_links_get_the_ui(door: str, path: str) -> None:
+    answer = requests.get(door + path, headers=with_key(), timeout=10)
+    assert answer.status_code == 200 and 'window.METAFLOW_SERVICE="/api"' in answer.text, path
+
+
+def test_the_ui_websocket_needs_the_key_or_the_cookie(door: str) -> None:
+    with requests.Session() as browser:
+        signed_in = browser.post(f"{door}/login", data={"key": KEY}, allow_redirects=False)
+        assert signed_in.status_code == 303
+        cookie = browser.cookies[COOKIE]
+
+    async def ping(headers: dict[str, str]) -> str:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+            door.replace("http://", "ws://") + "/api/ws", headers=headers
+        ) as ws:
+            await ws.send_str("__ping__")
+            return str((await ws.receive(timeout=10)).data)
+
+    assert asyncio.run(ping({"Cookie": f"{COOKIE}={cookie}"})) == "__pong__"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(ping({}))
+    assert refused.value.status == 401
+
+
+# ---------------------------------------------------------------- forwarded scheme
+
+
+def non_loopback_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+    except OSError:
+        address = ""
+    finally:
+        probe.close()
+    if not address or address.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    return address
+
+
+@contextlib.contextmanager
+def door_on(host: str) -> Iterator[str]:
+    servers = ServerThread()
+
+    async def start() -> str:
+        runner = make_runner(create_app(KEY, metadata_subapp()))
+        await runner.setup()
+        await web.TCPSite(runner, host, 0).start()
+        servers.runners.append(runner)
+        return f"http://{host}:{runner.addresses[0][1]}"
+
+    try:
+        yield str(servers.call(start()))
+    finally:
+        servers.close()
+
+
+def cookie_attributes(answer: requests.Response) -> list[str]:
+    return [part.strip().lower() for part in answer.headers["Set-Cookie"].split(";")]
+
+
+@pytest.mark.parametrize("claim", [{"X-Forwarded-Proto": "https"}, {"Cf-Visitor": '{"scheme":"https"}'}])
+def test_forwarded_scheme_is_believed_only_from_this_machine(claim: dict[str, str]) -> None:
+    address = non_loopback_address()
+    with door_on(address) as remote_door:
+        answer = requests.post(f"{remote_door}/login", data={"key": KEY}, headers=claim, allow_redirects=False,
+                               timeout=10)
+        assert answer.status_code == 303
+        assert "secure" not in cookie_attributes(answer)  # a remote client's claim
+    with door_on("127.0.0.1") as local_door:
+        answer = requests.post(f"{local_door}/login", data={"key": KEY}, headers=claim, allow_redirects=False,
+                               timeout=10)
+        assert "secure" in cookie_attributes(answer)  # cloudflared or Colab's port proxy
+

@@ -1,0 +1,141 @@
+"""The UI updating live in a real browser (Debian's Chromium, Playwright) against `mfcolab up`:
+a run started while the home page is open appears and ends completed without a reload; a run
+whose runtime is killed turns failed without a reload."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from helpers import free_port, wait_until
+from stack_helpers import FLOWS, Stack
+from test_browser import CHROMIUM, CHROMIUM_FLAGS
+from ui_release import RELEASE_PATH, ReleaseServer
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.slow
+
+WAIT_MS = 180_000  # bound for a live change to show on this busy machine
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, upstream_ui_zip: Path) -> Iterator[Stack]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup --test installs it)")
+    release = ReleaseServer()
+    release.files[RELEASE_PATH] = upstream_ui_zip.read_bytes()
+    stack = Stack(tmp_path_factory.mktemp("live-browser"), free_port(), free_port())
+    try:
+        stack.up("--ui-bundle", release.release_url)
+        yield stack
+    finally:
+        stack.down(check=False)
+        release.close()
+
+
+@pytest.fixture(scope="module")
+def page(stack: Stack) -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(stack.url + "/login", wait_until="domcontentloaded")
+            page.fill("input[name=key]", stack.key)
+            page.click("button[type=submit]")
+            page.wait_for_url(stack.url + "/", timeout=WAIT_MS)
+            yield page
+        finally:
+            chromium.close()
+
+
+class GatedRun:
+    """GatedFlow through the stack, in its own process group, waiting in `hold` for its gate."""
+
+    def __init__(self, stack: Stack, gate: Path) -> None:
+        self.stack = stack
+        self.gate = gate
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FLOWS / "gated_flow.py"), "--no-pylint", "run"], cwd=stack.tmp,
+            env={**stack.client_env(), "GATED_FLOW_GATE": str(gate)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def hold_running(self, run_number: int) -> bool:
+        tasks = api(self.stack, f"/flows/GatedFlow/runs/{run_number}/steps/hold/tasks")
+        return bool(tasks) and tasks[0]["status"] == "running"
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+def api(stack: Stack, path: str) -> Any:
+    resp = requests.get(stack.url + "/api" + path, headers={"x-api-key": stack.key}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["data"]
+
+
+def newest_run(stack: Stack, known: set[int]) -> int | None:
+    runs = api(stack, "/flows/GatedFlow/runs?_order=-ts_epoch&_limit=5")
+    fresh = [r["run_number"] for r in runs if r["run_number"] not in known]
+    return fresh[0] if fresh else None
+
+
+def run_row(page: Any, run_number: int) -> Any:
+    return page.locator("tbody tr").filter(has_text="GatedFlow").filter(
+        has=page.locator("td", has_text=re.compile(rf"^\s*{run_number}\s*$"))).first
+
+
+def status_shown(page: Any, run_number: int, status: str) -> None:
+    run_row(page, run_number).filter(has_text=re.compile(rf"{status} run", re.IGNORECASE)).wait_for(timeout=WAIT_MS)
+
+
+def known_runs(stack: Stack) -> set[int]:
+    return {r["run_number"] for r in api(stack, "/flows/GatedFlow/runs?_limit=1000")}
+
+
+def start_on_an_open_home_page(stack: Stack, page: Any, tmp_path: Path) -> tuple[GatedRun, int]:
+    known = known_runs(stack)
+    page.goto(stack.url + "/", wait_until="networkidle")  # the list loaded and subscribed
+    run = GatedRun(stack, tmp_path / "gate")
+    wait_until(lambda: newest_run(stack, known) is not None, timeout=300, interval=1, what="the run to be created")
+    run_number = newest_run(stack, known)
+    assert run_number is not None
+    return run, run_number
+
+
+def test_a_run_appears_on_the_open_home_page_and_ends_completed(stack: Stack, page: Any, tmp_path: Path) -> None:
+    run, run_number = start_on_an_open_home_page(stack, page, tmp_path)
+    try:
+        url = page.url
+        run_row(page, run_number).wait_for(timeout=WAIT_MS)  # no reload: the socket brought it
+        status_shown(page, run_number, "running")
+        run.gate.touch()
+        status_shown(page, run_number, "completed")
+        assert page.url == url
+        assert run.proc.wait(600) == 0
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+
+
+def test_a_killed_run_turns_failed_on_the_open_home_page(stack: Stack, page: Any, tmp_path: Path) -> None:
+    run, run_number = start_on_an_open_home_page(stack, page, tmp_path)
+    try:
+        run_row(page, run_number).wait_for(timeout=WAIT_MS)
+        wait_until(lambda: run.hold_running(run_number), timeout=300, interval=1, what="hold to run")
+        status_shown(page, run_number, "running")
+        run.kill()
+        status_shown(page, run_number, "failed")
+        assert api(stack, f"/flows/GatedFlow/runs/{run_number}")["status"] == "failed"
+    finally:
+        if run.proc.poll() is None:
+            run.kill()

@@ -1,0 +1,89 @@
+"""The value reader and its worker on hand-made blobs: what a locked-in worker shows, what it
+refuses, and what a worker that cannot drop privileges still shows (plain data only)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from mfcolab.ui import values
+from mfcolab.ui.datastore import DatastoreRoots
+from mfcolab.ui.values import Blob, Shown, ValueReader
+
+
+class Writes:
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (exec, (f"open({self.target!r}, 'w').write('x')",))
+
+
+def _store(root: Path, sha: str, payload: bytes) -> Blob:
+    folder = root / ".metaflow" / "Flow" / "data" / sha[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / sha).write_bytes(gzip.compress(payload))
+    return Blob(root / ".metaflow", "Flow", sha)
+
+
+def _show(root: Path, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
+    reader = ValueReader(DatastoreRoots(root))
+    try:
+        return asyncio.run(reader.show(blobs, mode))
+    finally:
+        reader.close()
+
+
+def test_values_errors_and_limits(tmp_path: Path) -> None:
+    root = tmp_path / "datastore"
+    target = tmp_path / "written"
+    shown = _show(root, [
+        _store(root, "aa01", pickle.dumps({"k": [1, 2]})),
+        _store(root, "aa02", pickle.dumps(Writes(str(target)))),
+        _store(root, "aa03", b"\x00" * (values.VALUE_MAX + 1)),  # unpacks past the limit
+        _store(root, "aa04", b"not a pickle"),
+        Blob(root / ".metaflow", "Flow", "aa05"),  # no such blob
+        Blob(root / ".metaflow", "Flow", "../../escape"),
+        None,
+    ])
+    assert shown[0] == Shown(content="{'k': [1, 2]}")
+    assert [s.error_id for s in shown[1:]] == [
+        "artifact-handle-failed", "artifact-too-large", "artifact-handle-failed", "DataException", "DataException",
+        "DataException"]
+    assert not target.exists()
+    assert _show(root, [_store(root, "aa06", pickle.dumps({"a": 1}))], mode="json") == [Shown(content='{"a": 1}')]
+
+
+def test_a_worker_that_cannot_drop_privileges_shows_plain_data_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a non-root mfcolab gets: no chroot, no user switch, a restricted unpickler."""
+    monkeypatch.setattr(values, "viewer_ids", lambda: (-1, -1))
+    root = tmp_path / "datastore"
+    target = tmp_path / "written"
+    import datetime
+
+    plain, hostile = _show(root, [
+        _store(root, "bb01", pickle.dumps({"when": datetime.date(2020, 1, 2), "s": {1}})),
+        _store(root, "bb02", pickle.dumps(Writes(str(target)))),
+    ])
+    assert plain.content == "{'when': datetime.date(2020, 1, 2), 's': {1}}"
+    assert hostile.error_id == "artifact-handle-failed" and "not plain data" in (hostile.detail or "")
+    assert not target.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lock-in needs root")
+def test_a_locked_in_worker_runs_as_the_viewer_user_in_an_empty_root(tmp_path: Path) -> None:
+    class Probe:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (eval, ("(__import__('os').getuid(), __import__('os').listdir('/'))",))
+
+    root = tmp_path / "datastore"
+    [shown] = _show(root, [_store(root, "cc01", pickle.dumps(Probe()))])
+    uid, _gid = values.viewer_ids()
+    assert uid != 0
+    assert shown.content == f"({uid}, [])", shown  # the viewer user, and a filesystem with nothing in it
