@@ -42,6 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from .component import ProcessComponent, port_answers, require_free_port
+from .container_user import (
+    container_user,
+    ensure_container_user,
+    give_to_container_user,
+    open_udocker_for_container_user,
+)
 from .errors import ContainerError, MissingBinaryError
 from .process import ManagedProcess, find_processes, pid_alive
 
@@ -138,7 +144,8 @@ def _split_registry(registry: str) -> tuple[str, str]:
 class ContainerSpec:
     """One long-running service from an image.
 
-    `volumes` are bound at the same absolute path inside the container. `entrypoint` None keeps
+    `volumes` are bound at the same absolute path inside the container; `binds` put a host folder
+    at another path. `entrypoint` None keeps
     the image's; "" clears it. `secret_env` travels in a 0600 env file instead of the command
     line (which `ps` and the log show); udocker lets the image's own Env win over that file, so
     it is for variables the image does not set, such as a password. `health_path` (an HTTP path on 127.0.0.1:`port`) is the health
@@ -152,6 +159,7 @@ class ContainerSpec:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     secret_env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # kept out of argv and logs
     volumes: tuple[Path, ...] = ()
+    binds: tuple[tuple[Path, str], ...] = ()  # (host folder, path inside): a folder seen elsewhere
     workdir: str | None = None
     entrypoint: str | None = None
     health_path: str | None = None
@@ -177,27 +185,31 @@ ProgressCallback = Callable[[PullProgress], None]
 class Udocker:
     """The udocker command line with mfcolab's folder, tools and registry credentials."""
 
-    def __init__(self, home: Path, *, proot: str = "", log_path: Path | None = None) -> None:
+    def __init__(self, home: Path, *, proot: str = "", log_path: Path | None = None, user: str | None = None) -> None:
         self.home = home
         self.proot = proot
         self.log_path = log_path or home / "udocker.log"
+        self.user = user  # a system user every udocker command runs as (None: this process' user)
         self._tools_ready = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> Udocker:
-        return cls(settings.udocker_dir, proot=settings.proot, log_path=settings.logs_dir / "udocker.log")
+        return cls(settings.udocker_dir, proot=settings.proot, log_path=settings.logs_dir / "udocker.log",
+                   user=container_user())
 
     # command line and environment
 
     def argv(self, *args: str) -> list[str]:
         base = [sys.executable, "-m", "udocker.maincmd"]
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.user is None:
             base.append("--allow-root")  # udocker refuses root otherwise, and has no variable for it
         return [*base, *args]
 
     def env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("UDOCKER_")}
         env["UDOCKER_DIR"] = str(self.home)
+        if self.user is not None:
+            env["HOME"] = str(self.home)  # udocker reads ~/.udocker; root's home is not the user's
         if self.proot:
             env["UDOCKER_TARBALL"] = ""  # empty: install nothing, use the proot below
             env["UDOCKER_USE_PROOT_EXECUTABLE"] = str(self.wrapper_path)
@@ -207,8 +219,9 @@ class Udocker:
         """Run one udocker command to completion; its output is returned and appended to the log."""
         argv = self.argv(*args)
         try:
-            result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env(),
-                                    timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
+            result = subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True, env=self.env(),
+                                    timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
+                                    user=self.user, group=self.user, extra_groups=[] if self.user else None)
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(f"udocker {args[0]} did not finish within {timeout:.0f} s",
                                  f"see {self.log_path}") from exc
@@ -234,6 +247,9 @@ class Udocker:
         if self._tools_ready:
             return
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            give_to_container_user(self.home)
+            open_udocker_for_container_user()
         if self.proot:
             self._write_proot_wrapper(self._system_proot())
         result = self.call("install", timeout=600)
@@ -369,6 +385,10 @@ class Udocker:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as out:
             out.write("".join(f"{key}={value}\n" for key, value in values.items()))
+        if self.user is not None:  # udocker reads it as that user
+            entry = ensure_container_user()
+            os.chown(path.parent, entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
         return path
 
     def run_argv(self, container: str, spec: ContainerSpec) -> list[str]:
@@ -379,6 +399,8 @@ class Udocker:
             args.append(f"--env-file={self.write_env_file(container, spec.secret_env)}")
         for volume in spec.volumes:
             args.append(f"--volume={volume}")  # one path: bound at the same place inside
+        for host, inside in spec.binds:
+            args.append(f"--volume={host}:{inside}")
         if spec.workdir:
             args.append(f"--workdir={spec.workdir}")
         if spec.entrypoint is not None:
@@ -669,7 +691,8 @@ class ContainerComponent(ProcessComponent):
 
     def make_process(self) -> ManagedProcess:
         argv = self.udocker.run_argv(self.container, self.spec)
-        return ManagedProcess(self.name, argv, self.log_path, env=self.udocker.env())
+        return ManagedProcess(self.name, argv, self.log_path, env=self.udocker.env(), user=self.udocker.user,
+                              group=self.udocker.user)
 
     def healthy(self) -> bool:
         if not self.alive():

@@ -27,6 +27,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        group: str | None = None,
         stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
@@ -35,6 +36,7 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.user = user
+        self.group = group  # with a group, the process gets that group only (no supplementary groups)
         self.stop_signal = stop_signal
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +57,8 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 user=self.user,
+                group=self.group,
+                extra_groups=[] if self.group else None,
                 start_new_session=True,
                 close_fds=True,
             )
