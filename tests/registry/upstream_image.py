@@ -84,7 +84,7 @@ def layer_keys(upstream: Path = UPSTREAM) -> dict[str, str]:
     debian = hashlib.sha256(f"{BUILDER_VERSION}|{SUITE}|{DEBIAN_MIRROR}|{','.join(DEBIAN_PACKAGES)}".encode())
     venv = hashlib.sha256(debian.hexdigest().encode())
     _hash_tree(venv, service, REQUIREMENTS)
-    services = hashlib.sha256(BUILDER_VERSION.encode())
+    services = hashlib.sha256(f"{BUILDER_VERSION}|0755/0644".encode())
     _hash_tree(services, service, SOURCE_PARTS)
     _hash_tree(services, ui, ("index.html", "static"))
     return {"debian": debian.hexdigest()[:16], "venv": venv.hexdigest()[:16], "services": services.hexdigest()[:16]}
@@ -213,17 +213,28 @@ def install_venv(root: Path, service: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(service / name, target)
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
+    # This machine's CA bundle (a proxy may sign PyPI's certificate), for the build only.
+    shutil.copy2(host_ca_bundle(), requirements / "ca.crt")
     script = ("set -e; python3.11 -m venv /opt/latest; /opt/latest/bin/pip install -q --no-cache-dir --upgrade pip; "
               "cd /tmp/requirements && /opt/latest/bin/pip install -q --no-cache-dir -r requirements.txt")
     proot = shutil.which("proot")
     if proot is None:
         raise RuntimeError("proot is missing: run scripts/setup --test")
+    pip_env = [f"{name}={os.environ[name]}" for name in ("PIP_INDEX_URL", "PIP_DEFAULT_TIMEOUT") if name in os.environ]
     result = subprocess.run([proot, "-0", "-r", str(root), "-b", "/dev", "-b", "/proc", "-b", "/sys", "-w", "/",
                              "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
-                             "/bin/sh", "-c", script], check=False, capture_output=True, text=True)
+                             "PIP_CERT=/tmp/requirements/ca.crt", *pip_env, "/bin/sh", "-c", script],
+                            check=False, capture_output=True, text=True)
     shutil.rmtree(requirements)
     if result.returncode != 0:
         raise RuntimeError(f"installing upstream's requirements failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+
+
+def host_ca_bundle() -> Path:
+    for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    raise RuntimeError("no CA bundle found for pip: apt-get install ca-certificates")
 
 
 def services_tree(root: Path, upstream: Path) -> None:
@@ -235,7 +246,11 @@ def services_tree(root: Path, upstream: Path) -> None:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(source, target)
-    shutil.copytree(upstream / "metaflow-ui", root / UI_BUNDLE)
+    shutil.copytree(upstream / "metaflow-ui", root / UI_BUNDLE, dirs_exist_ok=True)  # the source has an empty ui/
+    for folder, _dirs, files in os.walk(root):  # the fixture is read-only; an image's files are not
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
 
 
 def build_layers(cache: Path = CACHE, upstream: Path = UPSTREAM, say: Log = _say) -> list[CachedLayer]:
