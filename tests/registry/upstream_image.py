@@ -6,11 +6,12 @@ Upstream's service (metaflow-service v2.5.1) and UI bundle come from the read-on
 `MFCOLAB_TEST_CACHE` (default ~/.cache/mfcolab-tests)/upstream-image/<layer>-<hash of its inputs>/:
 
     debian    a Debian bookworm rootfs from debootstrap: python3.11 and what psycopg2 builds with
-    venv      /opt/latest: a virtualenv with upstream's requirements.txt from PyPI
+    venv      /opt/latest: a virtualenv with upstream's requirements.txt from PyPI, then upstream's
+              own package (`pip install .`, as the official Dockerfile does)
     services  /root/services (the source) and /root/services/ui_backend_service/ui (the UI bundle)
 
-A change of the source rebuilds only the last layer (seconds); a change of the requirements
-rebuilds the venv; only a change of Debian's package list reruns debootstrap. The venv is
+A change of the source or the requirements rebuilds the venv and the services layers; only a
+change of Debian's package list reruns debootstrap. The venv is
 installed inside the rootfs under proot (no privileges needed, so CI can build it as any user).
 Concurrent sessions wait on a lock per layer instead of building it twice.
 """
@@ -83,7 +84,7 @@ def layer_keys(upstream: Path = UPSTREAM) -> dict[str, str]:
     service, ui = upstream / "metaflow-service", upstream / "metaflow-ui"
     debian = hashlib.sha256(f"{BUILDER_VERSION}|{SUITE}|{DEBIAN_MIRROR}|{','.join(DEBIAN_PACKAGES)}".encode())
     venv = hashlib.sha256(debian.hexdigest().encode())
-    _hash_tree(venv, service, REQUIREMENTS)
+    _hash_tree(venv, service, (*REQUIREMENTS, *SOURCE_PARTS))
     services = hashlib.sha256(f"{BUILDER_VERSION}|0755/0644".encode())
     _hash_tree(services, service, SOURCE_PARTS)
     _hash_tree(services, ui, ("index.html", "static"))
@@ -208,15 +209,22 @@ def debootstrap(root: Path) -> None:
 def install_venv(root: Path, service: Path) -> None:
     """/opt/latest with upstream's requirements, installed by the rootfs' own Python under proot."""
     requirements = root / "tmp/requirements"
-    for name in REQUIREMENTS:
-        target = requirements / name
+    for name in (*REQUIREMENTS, *SOURCE_PARTS):
+        source, target = service / name, requirements / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(service / name, target)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+    for folder, _dirs, _files in os.walk(requirements):  # the fixture is read-only; pip builds in it
+        os.chmod(folder, 0o755)
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
     # This machine's CA bundle (a proxy may sign PyPI's certificate), for the build only.
     shutil.copy2(host_ca_bundle(), requirements / "ca.crt")
     script = ("set -e; python3.11 -m venv /opt/latest; /opt/latest/bin/pip install -q --no-cache-dir --upgrade pip; "
-              "cd /tmp/requirements && /opt/latest/bin/pip install -q --no-cache-dir -r requirements.txt")
+              "cd /tmp/requirements && /opt/latest/bin/pip install -q --no-cache-dir -r requirements.txt && "
+              # as the official Dockerfile does: the services package and its distribution metadata
+              "/opt/latest/bin/pip install -q --no-cache-dir --no-deps .")
     proot = shutil.which("proot")
     if proot is None:
         raise RuntimeError("proot is missing: run scripts/setup --test")
