@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -66,11 +67,16 @@ class UpstreamStack(OfficialStack):
     def run_in(self, flow: str, cwd: Path, *args: str, env: dict[str, str] | None = None,
                check: bool = True) -> subprocess.CompletedProcess[str]:
         """A flow run from `cwd` (a `connect` user's working folder)."""
-        result = subprocess.run([sys.executable, str(FLOWS / flow), "--no-pylint", "run", *args], capture_output=True,
+        result = subprocess.run([sys.executable, str(FLOWS / flow), "--no-pylint", "run", *args], check=False,
+                                capture_output=True,
                                 text=True, env={**self.client_env(), **(env or {})}, cwd=cwd, timeout=900)
         if check:
             assert result.returncode == 0, result.stderr[-5000:]
         return result
+
+
+def run_id(result: subprocess.CompletedProcess[str]) -> str:
+    return run_id_from(result.stderr + result.stdout)
 
 
 def logs(stack: UpstreamStack, task: str, stream: str, **params: Any) -> list[str]:
@@ -101,17 +107,23 @@ def test_upstream_code_behind_the_front_door_never_changes_the_datastore(
         containers = stack.containers()
         assert {name: c["state"] for name, c in containers.items()} == {"metadata": "running", "ui-backend": "running"}
         assert stack.get("/metadata/ping").headers["METADATA_SERVICE_VERSION"] == "2.5.1"
+        # Both run as the unprivileged system user, for real (not proot's pretended uid).
+        box = pwd.getpwnam("mfcolab-box").pw_uid
+        for name, c in containers.items():
+            assert c["user"] == "mfcolab-box"
+            for pid in service_pids(stack.local / "udocker" / "containers" / c["container"]):
+                assert os.stat(f"/proc/{pid}").st_uid == box, name
 
         # Real flows through the front door, with the `connect` profile.
-        linear = run_id_from(stack.run_flow("linear_flow.py", "run").stderr)
-        foreach = run_id_from(stack.run_flow("foreach_flow.py", "run", "--width", str(FOREACH_WIDTH)).stderr)
+        linear = run_id(stack.run_flow("linear_flow.py", "run"))
+        foreach = run_id(stack.run_flow("foreach_flow.py", "run", "--width", str(FOREACH_WIDTH)))
         broken_run = stack.run_flow("broken_flow.py", "run", check=False)
         assert broken_run.returncode != 0
-        broken = run_id_from(broken_run.stderr)
+        broken = run_id(broken_run)
         # From the datastore folder, cards land in <ds-root>/mf.cards, where the connect profile's
         # Metaflow extension puts them too (<ds-root> = <datastore>/.metaflow).
         probe_paths = os.pathsep.join([str(key_file), f"/proc/self/root{key_file}", str(stack.root / "db_password")])
-        logged = run_id_from(stack.run_in("log_card_flow.py", datastore, env={"PROBE_PATHS": probe_paths}).stderr)
+        logged = run_id(stack.run_in("log_card_flow.py", datastore, env={"PROBE_PATHS": probe_paths}))
         assert list((datastore / ".metaflow" / "mf.cards" / "LogCardFlow").rglob("*.html")), "no card written"
 
         view = stack.local / "datastore-view"

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -713,4 +714,5 @@ class ContainerComponent(ProcessComponent):
             kill_container_processes(self.container_dir)
 
     def info(self) -> dict[str, Any]:
-        return {"image": str(self.image), "container": self.container, "udocker_dir": str(self.udocker.home)}
+        return {"image": str(self.image), "container": self.container, "udocker_dir": str(self.udocker.home),
+                "user": self.udocker.user or pwd.getpwuid(os.geteuid()).pw_name}

@@ -49,6 +49,10 @@ REQUIREMENTS = ("requirements.txt", "services/metadata_service/requirements.txt"
 SOURCE_PARTS = ("services/__init__.py", "services/data", "services/utils", "services/metadata_service",
                 "services/ui_backend_service", "setup.py", "setup.cfg")
 UI_BUNDLE = "root/services/ui_backend_service/ui"
+# The stored source lacks services/ui_backend_service/api/config.py (the /config route, GA_TRACKING_ID
+# for the UI), which api/__init__.py imports. A class of that name that adds no route stands in.
+CONFIG_MODULE = "root/services/ui_backend_service/api/config.py"
+CONFIG_STANDIN = "class ConfigApi:\n    def __init__(self, app):\n        pass\n"
 SKIPPED_IN_LAYERS = ("dev/", "proc/", "sys/", "run/", "tmp/", "var/cache/apt/", "var/lib/apt/lists/", "var/log/")
 # The official image's runtime config (Dockerfile, Dockerfile.ui_service).
 IMAGE_ENV = {
@@ -85,7 +89,7 @@ def layer_keys(upstream: Path = UPSTREAM) -> dict[str, str]:
     debian = hashlib.sha256(f"{BUILDER_VERSION}|{SUITE}|{DEBIAN_MIRROR}|{','.join(DEBIAN_PACKAGES)}".encode())
     venv = hashlib.sha256(debian.hexdigest().encode())
     _hash_tree(venv, service, (*REQUIREMENTS, *SOURCE_PARTS))
-    services = hashlib.sha256(f"{BUILDER_VERSION}|0755/0644".encode())
+    services = hashlib.sha256(f"{BUILDER_VERSION}|0755/0644|{CONFIG_STANDIN}".encode())
     _hash_tree(services, service, SOURCE_PARTS)
     _hash_tree(services, ui, ("index.html", "static"))
     return {"debian": debian.hexdigest()[:16], "venv": venv.hexdigest()[:16], "services": services.hexdigest()[:16]}
@@ -255,6 +259,8 @@ def services_tree(root: Path, upstream: Path) -> None:
         else:
             shutil.copy2(source, target)
     shutil.copytree(upstream / "metaflow-ui", root / UI_BUNDLE, dirs_exist_ok=True)  # the source has an empty ui/
+    if not (root / CONFIG_MODULE).exists():
+        (root / CONFIG_MODULE).write_text(CONFIG_STANDIN)
     for folder, _dirs, files in os.walk(root):  # the fixture is read-only; an image's files are not
         os.chmod(folder, 0o755)
         for name in files:
