@@ -93,6 +93,8 @@ def test_the_ui_backend_environment(tmp_path: Path) -> None:
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": datastore,
         # cards where connect profiles write them: <ds-root>/mf.cards
         "METAFLOW_CARD_LOCALROOT": f"{datastore}/.metaflow/mf.cards",
+        # no reads ahead of a request: the datastore view may not have a new run's files yet
+        "FEATURE_PREFETCH_DISABLE": "1",
         # the shim that makes a move out of the datastore a copy
         "PYTHONPATH": "/opt/mfcolab",
         "MFCOLAB_DATASTORE_ROOT": datastore,

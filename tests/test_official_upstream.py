@@ -171,7 +171,7 @@ def check_runs(stack: UpstreamStack, runs: dict[str, str]) -> None:
     run = stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}")
     assert run["status"] == "completed" and isinstance(run["system_tags"], list)
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/parameters") == {
-        "alpha": {"value": "3"}, "label": {"value": "plain"}}
+        "alpha": {"value": 3}, "label": {"value": "plain"}}
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/metadata", step_name="start")
 
 

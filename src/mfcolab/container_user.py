@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,19 @@ def open_udocker_for_container_user() -> None:
     On Colab both are under /usr; elsewhere Python may live under /root (pyenv), as Postgres'
     binaries may (postgres.ensure_server_user does the same for them).
     """
-    import udocker
+    import udocker  # type: ignore[import-untyped]
 
-    _open_path_for_others(Path(sys.base_prefix))
-    _open_path_for_others(Path(udocker.__file__).resolve().parent)
+    for install, probes in ((Path(sys.base_prefix), (Path(sys.executable).resolve(), Path(os.__file__).resolve())),
+                            (Path(udocker.__file__).resolve().parent, (Path(udocker.__file__).resolve(),))):
+        if not all(_open_to_others(probe) for probe in probes):  # never walk an already open /usr
+            _open_path_for_others(install)
+
+
+def _open_to_others(path: Path) -> bool:
+    """Others may read `path` and search every folder above it."""
+    try:
+        if path.stat().st_mode & stat.S_IROTH == 0:
+            return False
+        return all(folder.stat().st_mode & stat.S_IXOTH for folder in path.parents)
+    except OSError:
+        return False

@@ -146,8 +146,7 @@ class ContainerSpec:
     """One long-running service from an image.
 
     `volumes` are bound at the same absolute path inside the container; `binds` put a host folder
-    at another path. `entrypoint` None keeps
-    the image's; "" clears it. `secret_env` travels in a 0600 env file instead of the command
+    at another path. `entrypoint` None keeps the image's; "" clears it. `secret_env` travels in a 0600 env file instead of the command
     line (which `ps` and the log show); udocker lets the image's own Env win over that file, so
     it is for variables the image does not set, such as a password. `health_path` (an HTTP path on 127.0.0.1:`port`) is the health
     check; without it, the port answering is.

@@ -122,6 +122,9 @@ def ui_env(settings: Settings, db: Database) -> dict[str, str]:
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(settings.datastore_dir),
         # Cards: `connect` profiles write them to <ds-root>/mf.cards, ds-root being <datastore>/.metaflow.
         "METAFLOW_CARD_LOCALROOT": str(card_root(settings)),
+        # No reads ahead of a request: the backend would read (and cache) a new run's files from
+        # the view before the view has them (it lags the datastore by up to ViewSync.interval).
+        "FEATURE_PREFETCH_DISABLE": "1",
         # The shim (datastore_view.SHIM): a move out of the datastore is a copy.
         "PYTHONPATH": SHIM_DIR,
         SHIM_ROOT_ENV: str(settings.datastore_dir),
