@@ -243,7 +243,10 @@ def check_artifacts(stack: UpstreamStack, task: str, key: str) -> None:
     artifacts = stack.data(f"{task}/artifacts", attempt_id=0, postprocess="true", _limit=50)
     probe = next(artifact for artifact in artifacts if artifact["name"] == "probe")
     assert key not in str(artifacts)
-    content = unpickle_in_ui_container(stack, probe["location"])
+    # A local artifact's location is ":root:<ds-root>"; the blob is content-addressed under it.
+    ds_root = probe["location"].removeprefix(":root:")
+    blob = f"{ds_root}/{probe['flow_id']}/data/{probe['sha'][:2]}/{probe['sha']}"
+    content = unpickle_in_ui_container(stack, blob)
     assert content.count("refused:") == 3 and "read:" not in content and key not in content, content
 
 
