@@ -11,7 +11,8 @@ the udocker folder and nothing else. What that user can and cannot reach:
 - the real datastore: not bound into any container; through /proc/self/root (proot is no
   jail) only what is world-readable, and nothing writable, since the files belong to root.
 
-When mfcolab itself runs unprivileged there is nobody to switch to: the containers run as
+udocker runs with a Python the user can execute (`udocker_python`); nothing under a home
+folder is opened to it. When mfcolab itself runs unprivileged there is nobody to switch to: the containers run as
 the same user, and only the view and the shim protect the datastore.
 """
 
@@ -25,15 +26,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import MissingBinaryError
-from .postgres import _make_traversable, _open_path_for_others, running_as_root
+from .errors import ConfigError, MissingBinaryError
 
 SYSTEM_USER = "mfcolab-box"
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
 
 
 def container_user() -> str | None:
     """The user the containers run as: None means the current user."""
-    return SYSTEM_USER if running_as_root() else None
+    return SYSTEM_USER if os.geteuid() == 0 else None
 
 
 def ensure_container_user() -> pwd.struct_passwd:
@@ -65,25 +66,46 @@ def give_to_container_user(folder: Path) -> None:
                 os.chown(os.path.join(path, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         marker.touch()
         os.chown(marker, entry.pw_uid, entry.pw_gid)
-    _make_traversable(folder.parent)
+    make_reachable(folder.parent)
 
 
-def open_udocker_for_container_user() -> None:
-    """The user runs udocker with this Python: its install and udocker's package must be readable.
+def make_reachable(path: Path) -> None:
+    """Search permission for others on `path` and every folder above it; never on a home folder."""
+    homes = {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/")}
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if mode & stat.S_IXOTH:
+            continue
+        if folder in homes:
+            raise ConfigError(f"the containers' user ({SYSTEM_USER}) cannot reach {path}: it is inside the home folder"
+                              f" {folder}, which mfcolab does not open to other users",
+                              f"--local /var/lib/mfcolab/local (or any --local outside {folder})")
+        folder.chmod(mode | stat.S_IXOTH)
 
-    On Colab both are under /usr; elsewhere Python may live under /root (pyenv), as Postgres'
-    binaries may (postgres.ensure_server_user does the same for them).
+
+def udocker_python() -> tuple[str, str]:
+    """(a Python the container user can run, the folder to import udocker from).
+
+    udocker needs only the standard library, so any Python 3 will do: this one when others may
+    run it (Colab: /usr/bin/python3), else the system's (this one may live in a home folder).
     """
     import udocker  # type: ignore[import-untyped]
 
-    for install, probes in ((Path(sys.base_prefix), (Path(sys.executable).resolve(), Path(os.__file__).resolve())),
-                            (Path(udocker.__file__).resolve().parent, (Path(udocker.__file__).resolve(),))):
-        if not all(_open_to_others(probe) for probe in probes):  # never walk an already open /usr
-            _open_path_for_others(install)
+    package = Path(udocker.__file__).resolve().parent
+    if not _open_to_others(package / "__init__.py"):
+        raise ConfigError(f"the containers' user ({SYSTEM_USER}) cannot read udocker at {package}",
+                          "install mfcolab where other users can read it (not in a home folder)")
+    if _open_to_others(Path(sys.executable).resolve()) and _open_to_others(Path(os.__file__).resolve()):
+        return sys.executable, str(package.parent)
+    for candidate in SYSTEM_PYTHONS:
+        if Path(candidate).is_file() and _open_to_others(Path(candidate).resolve()):
+            return candidate, str(package.parent)
+    raise MissingBinaryError(f"no Python that the containers' user ({SYSTEM_USER}) can run",
+                             "apt-get install python3")
 
 
 def _open_to_others(path: Path) -> bool:
-    """Others may read `path` and search every folder above it."""
+    """Others may read (and run) `path` and search every folder above it."""
     try:
         if path.stat().st_mode & stat.S_IROTH == 0:
             return False

@@ -47,7 +47,7 @@ from .container_user import (
     container_user,
     ensure_container_user,
     give_to_container_user,
-    open_udocker_for_container_user,
+    udocker_python,
 )
 from .errors import ContainerError, MissingBinaryError
 from .process import ManagedProcess, find_processes, pid_alive
@@ -200,7 +200,8 @@ class Udocker:
     # command line and environment
 
     def argv(self, *args: str) -> list[str]:
-        base = [sys.executable, "-m", "udocker.maincmd"]
+        python = udocker_python()[0] if self.user is not None else sys.executable
+        base = [python, "-m", "udocker.maincmd"]
         if os.geteuid() == 0 and self.user is None:
             base.append("--allow-root")  # udocker refuses root otherwise, and has no variable for it
         return [*base, *args]
@@ -210,6 +211,7 @@ class Udocker:
         env["UDOCKER_DIR"] = str(self.home)
         if self.user is not None:
             env["HOME"] = str(self.home)  # udocker reads ~/.udocker; root's home is not the user's
+            env["PYTHONPATH"] = udocker_python()[1]
         if self.proot:
             env["UDOCKER_TARBALL"] = ""  # empty: install nothing, use the proot below
             env["UDOCKER_USE_PROOT_EXECUTABLE"] = str(self.wrapper_path)
@@ -249,7 +251,6 @@ class Udocker:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             give_to_container_user(self.home)
-            open_udocker_for_container_user()
         if self.proot:
             self._write_proot_wrapper(self._system_proot())
         result = self.call("install", timeout=600)
