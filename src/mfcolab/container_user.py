@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, MissingBinaryError
+from .process import group_exists
 
 SYSTEM_USER = "mfcolab-box"
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
@@ -37,21 +38,22 @@ def container_user() -> str | None:
     return SYSTEM_USER if os.geteuid() == 0 else None
 
 
-def ensure_container_user() -> pwd.struct_passwd:
+def ensure_container_user(name: str = SYSTEM_USER) -> pwd.struct_passwd:
     """The system user's entry, created on first use (no home, no shell, its own group)."""
     try:
-        return pwd.getpwnam(SYSTEM_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         pass
     if shutil.which("useradd") is None:
         raise MissingBinaryError("useradd is missing, so the containers' system user cannot be created",
                                  "apt-get install passwd")
-    result = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                             SYSTEM_USER], check=False, capture_output=True, text=True)
+    group = ["-g", name] if group_exists(name) else ["--user-group"]  # a group left by userdel
+    result = subprocess.run(["useradd", "--system", *group, "--no-create-home", "--shell", "/usr/sbin/nologin",
+                             name], check=False, capture_output=True, text=True)
     if result.returncode not in (0, 9):  # 9: created meanwhile by another process
-        raise MissingBinaryError(f"useradd {SYSTEM_USER} failed: {result.stderr.strip()}",
+        raise MissingBinaryError(f"useradd {name} failed: {result.stderr.strip()}",
                                  "check /etc/passwd, or run mfcolab as an ordinary user")
-    return pwd.getpwnam(SYSTEM_USER)
+    return pwd.getpwnam(name)
 
 
 def give_to_container_user(folder: Path) -> None:
