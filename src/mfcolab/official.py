@@ -198,8 +198,8 @@ class UiBackendComponent(ContainerComponent):
         self.view = view
         self.shim = shim
 
-    def preflight(self) -> None:
-        super().preflight()
+    def before_spawn(self) -> None:
+        super().before_spawn()
         if self.shim is not None:
             write_shim(self.shim)
         if self.view is not None:
