@@ -85,7 +85,7 @@ def test_the_ui_backend_environment(tmp_path: Path) -> None:
         "MF_UI_METADATA_PORT": "18083",
         "PATH_PREFIX": "/api",
         "UI_ENABLED": "0",
-        "DB_TRIGGER_CREATE": "1",
+        "DB_TRIGGER_CREATE": "0",
         # §3.4 its embedded client, pointed at its own read-only /api/metadata (§4.1, §5)
         "METAFLOW_SERVICE_URL": "http://127.0.0.1:18083/api/metadata",
         "METAFLOW_DEFAULT_METADATA": "service",

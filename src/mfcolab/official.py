@@ -111,8 +111,9 @@ def ui_env(settings: Settings, db: Database) -> dict[str, str]:
         "PATH_PREFIX": UI_PREFIX,
         # The front door serves the bundle at / (the backend would serve it only under /api).
         "UI_ENABLED": "0",
-        # The backend finds the identical triggers from sql/ and replaces them with the same ones.
-        "DB_TRIGGER_CREATE": "1",
+        # sql/ installs upstream's NOTIFY triggers; the backend's role may not create functions or
+        # triggers (it owns the tables and nothing else), and would fail trying to replace them.
+        "DB_TRIGGER_CREATE": "0",
         # Its own Metaflow client reads through its embedded read-only metadata app.
         "METAFLOW_SERVICE_URL": f"http://127.0.0.1:{settings.ui_port}{UI_PREFIX}/metadata",
         "METAFLOW_DEFAULT_METADATA": "service",
