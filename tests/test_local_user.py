@@ -19,6 +19,7 @@ import pytest
 
 from helpers import make_settings, start_postgres
 from mfcolab import postgres
+from mfcolab.container_user import ensure_container_user
 from mfcolab.errors import ConfigError
 from mfcolab.postgres import Postgres
 
@@ -79,6 +80,13 @@ def test_the_server_user_is_created_with_a_group_of_its_name_left_behind(tmp_pat
     subprocess.run(["groupadd", throwaway_user], check=True, capture_output=True)
     postgres.ensure_server_user(make_settings(tmp_path, pg_user=throwaway_user))
     assert pwd.getpwnam(throwaway_user).pw_gid == grp.getgrnam(throwaway_user).gr_gid
+
+
+@as_root
+def test_the_containers_user_is_created_with_a_group_of_its_name_left_behind(throwaway_user: str) -> None:
+    subprocess.run(["groupadd", throwaway_user], check=True, capture_output=True)
+    entry = ensure_container_user(throwaway_user)
+    assert entry.pw_gid == grp.getgrnam(throwaway_user).gr_gid
 
 
 INITIALIZE = """

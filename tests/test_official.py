@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import requests
 from aiohttp import web
-from helpers import free_port, make_settings
+from helpers import free_port, make_settings, wait_until
 from registry.fixtures import (
     INDEX_HTML,
     MAIN_JS,
@@ -63,7 +63,7 @@ def test_the_metadata_service_environment(tmp_path: Path) -> None:
         "PATH_PREFIX": "/metadata",
     }
     assert dict(spec.secret_env) == {"MF_METADATA_DB_PSWD": "pw/with@chars"}  # §3.1, kept off the command line
-    assert (spec.command, spec.workdir, spec.port, spec.volumes) == (official.METADATA_COMMAND, "/root", 18888, ())
+    assert (spec.command, spec.workdir, spec.port, spec.volumes, spec.binds) == (official.METADATA_COMMAND, "/root", 18888, (), ())
     assert spec.health_path == "/metadata/ping" and spec.port_flag == "--service-port"
     assert spec.image == official.IMAGE
 
@@ -85,16 +85,25 @@ def test_the_ui_backend_environment(tmp_path: Path) -> None:
         "MF_UI_METADATA_PORT": "18083",
         "PATH_PREFIX": "/api",
         "UI_ENABLED": "0",
-        "DB_TRIGGER_CREATE": "1",
+        "DB_TRIGGER_CREATE": "0",
         # §3.4 its embedded client, pointed at its own read-only /api/metadata (§4.1, §5)
         "METAFLOW_SERVICE_URL": "http://127.0.0.1:18083/api/metadata",
         "METAFLOW_DEFAULT_METADATA": "service",
         # §4.3 local datastore read by absolute path
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": datastore,
+        # cards where connect profiles write them: <ds-root>/mf.cards
+        "METAFLOW_CARD_LOCALROOT": f"{datastore}/.metaflow/mf.cards",
+        # no reads ahead of a request: the datastore view may not have a new run's files yet
+        "FEATURE_PREFETCH_DISABLE": "1",
+        # the shim that makes a move out of the datastore a copy
+        "PYTHONPATH": "/opt/mfcolab",
+        "MFCOLAB_DATASTORE_ROOT": datastore,
     }
     assert dict(spec.secret_env) == {"MF_METADATA_DB_PSWD": "pw/with@chars"}
-    assert spec.volumes == (settings.datastore_dir,)  # bound at the same absolute path
+    # Not the datastore: a copy of it at the datastore's path, and the shim's folder.
+    assert spec.volumes == ()
+    assert spec.binds == ((settings.local / "datastore-view", datastore), (settings.local / "container-shim", "/opt/mfcolab"))
     assert (spec.command, spec.workdir, spec.port) == (official.UI_COMMAND, "/root", 18083)
     assert spec.health_path == "/api/ping" and spec.port_flag == "--ui-port"
 
@@ -224,11 +233,16 @@ def test_the_official_layout_runs_behind_the_front_door(
     assert {k: seen["env"][k] for k in ui.spec.env} == dict(ui.spec.env)
     assert seen["env"]["MF_METADATA_DB_PSWD"] == password
 
-    # The datastore folder is at the same absolute path inside.
+    # A copy of the datastore folder is at the same absolute path inside, kept current.
     datastore = Path(ui.spec.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"])
+    datastore.mkdir(parents=True, exist_ok=True)
     (datastore / "artifact.txt").write_text("a run's artifact")
-    answer = requests.get(f"{door.url}/api/read", params={"path": str(datastore / "artifact.txt")}, headers=key, timeout=10)
-    assert answer.text == "a run's artifact"
+
+    def read_inside() -> str:
+        return requests.get(f"{door.url}/api/read", params={"path": str(datastore / "artifact.txt")}, headers=key,
+                            timeout=10).text
+
+    wait_until(lambda: read_inside() == "a run's artifact", timeout=60, what="the datastore view to copy a new file")
 
     # WebSockets through the front door: with the key they reach the container, without it they are refused.
     assert asyncio.run(websocket_exchange(f"{door.url}/api/ws", key)) == ["HELLO", "echo:subscribe"]

@@ -113,12 +113,27 @@ def check_front_door(stack: OfficialStack) -> None:
     assert seen["argv"][0] == "/root/services/ui_backend_service/ui_server.py"
     assert seen["env"]["MF_UI_METADATA_PORT"] == str(stack.ui_port)
     assert seen["env"]["PATH_PREFIX"] == "/api"
-    # The datastore folder is bound at the same absolute path inside the UI backend.
+    # The UI backend sees a copy of the datastore at the datastore's own path, kept current.
     artifact = stack.root / "datastore" / "HelloFlow" / "artifact.txt"
     artifact.parent.mkdir(parents=True, exist_ok=True)
     artifact.write_text("a run's artifact")
-    assert requests.get(f"{stack.url}/api/read", params={"path": str(artifact)}, headers=stack.headers,
-                        timeout=10).text == "a run's artifact"
+
+    def read_inside() -> str:
+        return requests.get(f"{stack.url}/api/read", params={"path": str(artifact)}, headers=stack.headers,
+                            timeout=10).text
+
+    wait_until(lambda: read_inside() == "a run's artifact", timeout=60, what="the datastore view to copy a new file")
+    # Neither container can change the datastore: the metadata service has none, the UI backend
+    # writes to its copy as an unprivileged user and is refused.
+    gone = requests.get(f"{stack.url}/metadata/read", params={"path": str(artifact)}, headers=stack.headers, timeout=10)
+    assert gone.status_code == 404 and "No such file" in gone.json()["error"]
+    refused = requests.post(f"{stack.url}/api/write", params={"path": str(artifact)}, data="overwritten",
+                            headers=stack.headers, timeout=10)
+    assert refused.status_code == 500 and artifact.read_text() == "a run's artifact"
+    # Nor read the key, even on the host's side of proot (/proc/self/root is the host's /).
+    for path in (stack.root / "access_key", Path(f"/proc/self/root{stack.root}/access_key")):
+        denied = requests.get(f"{stack.url}/api/read", params={"path": str(path)}, headers=stack.headers, timeout=10)
+        assert denied.status_code == 404 and stack.key not in denied.text, denied.text
 
     # Both WebSockets of the UI backend: live updates at /api/ws, and the artifact search.
     ws_url = f"{stack.url}/api/ws"

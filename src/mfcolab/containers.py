@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -41,9 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from .component import ProcessComponent, port_answers, require_free_port
+from .container_user import (
+    container_user,
+    ensure_container_user,
+    give_to_container_user,
+    udocker_python,
+)
 from .errors import ContainerError, MissingBinaryError
 from .logfiles import open_log
-from .process import ManagedProcess, find_processes, stop_processes
+from .process import ManagedProcess, as_user, find_processes, stop_processes
 from .types import Progress
 
 log = logging.getLogger(__name__)
@@ -139,8 +146,8 @@ def _split_registry(registry: str) -> tuple[str, str]:
 class ContainerSpec:
     """One long-running service from an image.
 
-    `volumes` are bound at the same absolute path inside the container. `entrypoint` None keeps
-    the image's; "" clears it. `secret_env` travels in a 0600 env file instead of the command
+    `volumes` are bound at the same absolute path inside the container; `binds` put a host folder
+    at another path. `entrypoint` None keeps the image's; "" clears it. `secret_env` travels in a 0600 env file instead of the command
     line (which `ps` and the log show); udocker lets the image's own Env win over that file, so
     it is for variables the image does not set, such as a password. `health_path` (an HTTP path on 127.0.0.1:`port`) is the health
     check; without it, the port answering is.
@@ -153,6 +160,7 @@ class ContainerSpec:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     secret_env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # kept out of argv and logs
     volumes: tuple[Path, ...] = ()
+    binds: tuple[tuple[Path, str], ...] = ()  # (host folder, path inside): a folder seen elsewhere
     workdir: str | None = None
     entrypoint: str | None = None
     health_path: str | None = None
@@ -178,27 +186,33 @@ ProgressCallback = Callable[[PullProgress], None]
 class Udocker:
     """The udocker command line with mfcolab's folder, tools and registry credentials."""
 
-    def __init__(self, home: Path, *, proot: str = "", log_path: Path | None = None) -> None:
+    def __init__(self, home: Path, *, proot: str = "", log_path: Path | None = None, user: str | None = None) -> None:
         self.home = home
         self.proot = proot
         self.log_path = log_path or home / "udocker.log"
+        self.user = user  # a system user every udocker command runs as (None: this process' user)
         self._tools_ready = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> Udocker:
-        return cls(settings.udocker_dir, proot=settings.proot, log_path=settings.logs_dir / "udocker.log")
+        return cls(settings.udocker_dir, proot=settings.proot, log_path=settings.logs_dir / "udocker.log",
+                   user=container_user())
 
     # command line and environment
 
     def argv(self, *args: str) -> list[str]:
-        base = [sys.executable, "-m", "udocker.maincmd"]
-        if os.geteuid() == 0:
+        python = udocker_python()[0] if self.user is not None else sys.executable
+        base = [python, "-m", "udocker.maincmd"]
+        if os.geteuid() == 0 and self.user is None:
             base.append("--allow-root")  # udocker refuses root otherwise, and has no variable for it
         return [*base, *args]
 
     def env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("UDOCKER_")}
         env["UDOCKER_DIR"] = str(self.home)
+        if self.user is not None:
+            env["HOME"] = str(self.home)  # udocker reads ~/.udocker; root's home is not the user's
+            env["PYTHONPATH"] = udocker_python()[1]
         if self.proot:
             env["UDOCKER_TARBALL"] = ""  # empty: install nothing, use the proot below
             env["UDOCKER_USE_PROOT_EXECUTABLE"] = str(self.wrapper_path)
@@ -208,8 +222,9 @@ class Udocker:
         """Run one udocker command to completion; its output is returned and appended to the log."""
         argv = self.argv(*args)
         try:
-            result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env(),
-                                    timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
+            result = subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True, env=self.env(),
+                                    timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL,
+                                    **as_user(self.user))
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(f"udocker {args[0]} did not finish within {timeout:.0f} s",
                                  f"see {self.log_path}") from exc
@@ -235,6 +250,8 @@ class Udocker:
         if self._tools_ready:
             return
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.user is not None:
+            give_to_container_user(self.home)
         if self.proot:
             self._write_proot_wrapper(self._system_proot())
         result = self.call("install", timeout=600)
@@ -371,6 +388,10 @@ class Udocker:
         os.fchmod(descriptor, 0o600)  # a file left by an older version may be wider
         with os.fdopen(descriptor, "w") as out:
             out.write("".join(f"{key}={value}\n" for key, value in values.items()))
+        if self.user is not None:  # udocker reads it as that user
+            entry = ensure_container_user()
+            os.chown(path.parent, entry.pw_uid, entry.pw_gid)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
         return path
 
     def run_argv(self, container: str, spec: ContainerSpec) -> list[str]:
@@ -381,6 +402,8 @@ class Udocker:
             args.append(f"--env-file={self.write_env_file(container, spec.secret_env)}")
         for volume in spec.volumes:
             args.append(f"--volume={volume}")  # one path: bound at the same place inside
+        for host, inside in spec.binds:
+            args.append(f"--volume={host}:{inside}")
         if spec.workdir:
             args.append(f"--workdir={spec.workdir}")
         if spec.entrypoint is not None:
@@ -669,7 +692,7 @@ class ContainerComponent(ProcessComponent):
 
     def make_process(self) -> ManagedProcess:
         argv = self.udocker.run_argv(self.container, self.spec)
-        return ManagedProcess(self.name, argv, self.log_path, env=self.udocker.env())
+        return ManagedProcess(self.name, argv, self.log_path, env=self.udocker.env(), user=self.udocker.user)
 
     def healthy(self) -> bool:
         if not self.alive():
@@ -690,4 +713,5 @@ class ContainerComponent(ProcessComponent):
             kill_container_processes(self.container_dir)
 
     def info(self) -> dict[str, Any]:
-        return {"image": str(self.image), "container": self.container, "udocker_dir": str(self.udocker.home)}
+        return {"image": str(self.image), "container": self.container, "udocker_dir": str(self.udocker.home),
+                "user": self.udocker.user or pwd.getpwuid(os.geteuid()).pw_name}

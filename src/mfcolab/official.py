@@ -8,6 +8,11 @@ mfcolab's (`sql/`), so no migration container runs.
     metadata service  127.0.0.1:<service_port>/metadata/...   front door /metadata -> here, path kept
     UI backend        127.0.0.1:<ui_port>/api/...             front door /api (and its WebSockets) -> here
     UI static bundle  <local>/ui-static                        front door /, window.METAFLOW_SERVICE="/api"
+
+Both run as an unprivileged system user (container_user.py). The metadata service gets no
+datastore at all; the UI backend sees a copy of it, at the datastore's own path, that it can
+read and not change, plus a shim that makes its moves out of the datastore copies
+(datastore_view.py, docs/official-images.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .containers import ContainerComponent, ContainerSpec, ProgressCallback, Udocker
+from .datastore_view import SHIM_DIR, SHIM_ROOT_ENV, ViewSync, write_shim
 from .errors import ConfigError, ContainerError
 from .settings import Settings
 from .uibundle import replace_folder
@@ -106,16 +112,38 @@ def ui_env(settings: Settings, db: Database) -> dict[str, str]:
         "PATH_PREFIX": UI_PREFIX,
         # The front door serves the bundle at / (the backend would serve it only under /api).
         "UI_ENABLED": "0",
-        # The backend finds the identical triggers from sql/ and replaces them with the same ones.
-        "DB_TRIGGER_CREATE": "1",
+        # sql/ installs upstream's NOTIFY triggers; the backend's role may not create functions or
+        # triggers (it owns the tables and nothing else), and would fail trying to replace them.
+        "DB_TRIGGER_CREATE": "0",
         # Its own Metaflow client reads through its embedded read-only metadata app.
         "METAFLOW_SERVICE_URL": f"http://127.0.0.1:{settings.ui_port}{UI_PREFIX}/metadata",
         "METAFLOW_DEFAULT_METADATA": "service",
         # Artifacts, logs, DAGs and cards are read from the absolute paths the runs recorded, which
-        # are under the datastore folder, bound at the same path.
+        # are under the datastore folder; the container sees the view there.
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(settings.datastore_dir),
+        # Cards: `connect` profiles write them to <ds-root>/mf.cards, ds-root being <datastore>/.metaflow.
+        "METAFLOW_CARD_LOCALROOT": str(card_root(settings)),
+        # No reads ahead of a request: the backend would read (and cache) a new run's files from
+        # the view before the view has them (it lags the datastore by up to ViewSync.interval).
+        "FEATURE_PREFETCH_DISABLE": "1",
+        # The shim (datastore_view.SHIM): a move out of the datastore is a copy.
+        "PYTHONPATH": SHIM_DIR,
+        SHIM_ROOT_ENV: str(settings.datastore_dir),
     }
+
+
+def card_root(settings: Settings) -> Path:
+    return settings.datastore_dir / ".metaflow" / "mf.cards"
+
+
+def datastore_view_dir(settings: Settings) -> Path:
+    """The copy of the datastore the UI backend sees (datastore_view.py)."""
+    return settings.local / "datastore-view"
+
+
+def shim_dir(settings: Settings) -> Path:
+    return settings.local / "container-shim"
 
 
 def metadata_spec(settings: Settings, db: Database, image: str | None = None) -> ContainerSpec:
@@ -130,7 +158,8 @@ def metadata_spec(settings: Settings, db: Database, image: str | None = None) ->
 def ui_spec(settings: Settings, db: Database, image: str | None = None) -> ContainerSpec:
     return ContainerSpec(
         name="ui-backend", image=image or official_image(settings), command=UI_COMMAND, port=settings.ui_port,
-        env=ui_env(settings, db), secret_env=secret_env(db), volumes=(settings.datastore_dir,), workdir=WORKDIR,
+        env=ui_env(settings, db), secret_env=secret_env(db), workdir=WORKDIR,
+        binds=((datastore_view_dir(settings), str(settings.datastore_dir)), (shim_dir(settings), SHIM_DIR)),
         health_path=f"{UI_PREFIX}/ping", port_flag="--ui-port",
     )
 
@@ -150,12 +179,34 @@ def copy_ui_bundle(container_dir: Path, target: Path) -> Path:
 
 
 class UiBackendComponent(ContainerComponent):
-    """The UI backend; preparing it also puts the static bundle where the front door serves it."""
+    """The UI backend; preparing it also puts the static bundle where the front door serves it.
+
+    While it runs, `view` keeps its copy of the datastore current (datastore_view.ViewSync).
+    """
 
     def __init__(self, spec: ContainerSpec, udocker: Udocker, log_dir: Path, static_dir: Path, *,
-                 registry: str = "") -> None:
+                 registry: str = "", view: ViewSync | None = None, shim: Path | None = None) -> None:
         super().__init__(spec, udocker, log_dir, registry=registry)
         self.static_dir = static_dir
+        self.view = view
+        self.shim = shim
+
+    def before_spawn(self) -> None:
+        super().before_spawn()
+        if self.shim is not None:
+            write_shim(self.shim)
+        if self.view is not None:
+            self.view.sync()  # the whole datastore once before the backend can ask for any of it
+
+    def start(self) -> None:
+        super().start()
+        if self.view is not None:
+            self.view.start()
+
+    def stop(self, timeout: float) -> None:
+        if self.view is not None:
+            self.view.stop()
+        super().stop(timeout)
 
     def prepare(self, progress: ProgressCallback | None = None) -> Path:
         container_dir = super().prepare(progress)
@@ -189,7 +240,9 @@ def components(settings: Settings, database: Any, image: str | None = None) -> l
                                         registry=settings.registry))
     if settings.ui == "official":
         found.append(UiBackendComponent(ui_spec(settings, db, image), udocker, settings.logs_dir,
-                                        ui_static_dir(settings), registry=settings.registry))
+                                        ui_static_dir(settings), registry=settings.registry,
+                                        view=ViewSync(settings.datastore_dir, datastore_view_dir(settings)),
+                                        shim=shim_dir(settings)))
     return found
 
 

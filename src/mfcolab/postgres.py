@@ -28,7 +28,7 @@ import psycopg2
 from .component import ProcessComponent, require_free_port
 from .credentials import write_private
 from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateError
-from .process import ManagedProcess, as_user, pid_alive
+from .process import ManagedProcess, as_user, group_exists, pid_alive
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def ensure_server_user(settings: Settings) -> None:
     except KeyError:
         if shutil.which("useradd") is None:
             raise MissingBinaryError("useradd is missing, so the Postgres system user cannot be created", "apt-get install passwd") from None
-        group = ["-g", settings.pg_user] if _group_exists(settings.pg_user) else ["--user-group"]  # a group left by userdel
+        group = ["-g", settings.pg_user] if group_exists(settings.pg_user) else ["--user-group"]  # a group left by userdel
         subprocess.run(
             ["useradd", "--system", *group, "--no-create-home", "--shell", "/usr/sbin/nologin", settings.pg_user],
             check=True, capture_output=True,
@@ -135,21 +135,13 @@ def give_own_group(settings: Settings) -> None:
             return
     except KeyError:
         pass
-    commands = [] if _group_exists(user) else [["groupadd", "--system", user]]
+    commands = [] if group_exists(user) else [["groupadd", "--system", user]]
     for argv in [*commands, ["usermod", "-g", user, user]]:
         result = subprocess.run(argv, check=False, capture_output=True, text=True)
         if result.returncode != 0:
             raise ConfigError(f"the Postgres system user {user} has gid {entry.pw_gid}, not a group of its own, and"
                               f" `{' '.join(argv)}` failed: {(result.stderr or result.stdout).strip()}",
                               f"as root: groupadd --system {user}; usermod -g {user} {user}")
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 def _home_folders() -> set[Path]:

@@ -6,6 +6,7 @@ A process that is already gone (ESRCH) counts as stopped.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import pwd
@@ -108,6 +109,14 @@ def as_user(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
     return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
+def group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def tail_file(path: Path, lines: int = 20) -> str:

@@ -123,3 +123,18 @@ def service_pids(comp: ContainerComponent) -> list[int]:
     assert comp.container_dir is not None
     return [pid for pid in container_processes(comp.container_dir)
             if b"container_root=" in Path(f"/proc/{pid}/environ").read_bytes()]
+
+
+# -- the image with upstream's real code (upstream_image.py), in a registry of its own ---------------
+
+
+@pytest.fixture(scope="session")
+def upstream_registry() -> Iterator[Registry]:
+    """Serves netflixoss/metaflow_metadata_service:v2.5.1 built from upstream's source (cached layers)."""
+    from .upstream_image import REPO, TAG, upstream_image
+
+    server = Registry()
+    server.add(REPO, TAG, upstream_image())
+    server.start()
+    yield server
+    server.stop()

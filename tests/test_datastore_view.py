@@ -1,0 +1,74 @@
+"""The UI backend's copy of the datastore (mfcolab.datastore_view): what it copies, and the shim."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from mfcolab.datastore_view import ViewSync, sync_view, write_shim
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.lstat().st_mode, p.lstat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def test_the_view_copies_new_and_changed_files_and_never_touches_the_datastore(tmp_path: Path) -> None:
+    datastore, view = tmp_path / "datastore", tmp_path / "view"
+    task = datastore / "Flow" / "1" / "start" / "1"
+    task.mkdir(parents=True)
+    (task / "0.runtime_stdout.log").write_text("line\n")
+    (task / "0.data.json").write_text("{}")
+    os.chmod(task / "0.data.json", 0o600)  # as Drive shows every file
+    os.chmod(task, 0o700)
+    (datastore / "secret").write_text("outside")
+    (datastore / "Flow" / "link").symlink_to(tmp_path / "secret-dir")
+    (tmp_path / "secret-dir").mkdir()
+    (tmp_path / "secret-dir" / "key").write_text("k")
+    before = snapshot(datastore)
+
+    first = sync_view(datastore, view)
+    assert (first.files, first.seen) == (3, 3)
+    copied = view / "Flow" / "1" / "start" / "1" / "0.data.json"
+    assert copied.read_text() == "{}" and stat.S_IMODE(copied.stat().st_mode) == 0o644  # readable by the container user
+    assert stat.S_IMODE(copied.parent.stat().st_mode) == 0o755
+    assert copied.stat().st_mtime_ns == (task / "0.data.json").stat().st_mtime_ns
+    assert not (view / "Flow" / "link").exists()  # a link in the shared folder is not followed
+
+    assert sync_view(datastore, view).files == 0  # nothing new
+    (task / "0.runtime_stdout.log").write_text("line\nmore\n")
+    again = sync_view(datastore, view)
+    assert again.files == 1 and (view / "Flow/1/start/1/0.runtime_stdout.log").read_text() == "line\nmore\n"
+    # A file gone from the view (moved out by the backend) comes back; nothing is deleted anywhere.
+    (view / "secret").unlink()
+    assert sync_view(datastore, view).files == 1 and (view / "secret").read_text() == "outside"
+    assert snapshot(datastore) == {**before, "Flow/1/start/1/0.runtime_stdout.log": snapshot(datastore)[
+        "Flow/1/start/1/0.runtime_stdout.log"]}
+    assert stat.S_IMODE(task.stat().st_mode) == 0o700 and stat.S_IMODE((task / "0.data.json").stat().st_mode) == 0o600
+
+
+def test_a_missing_datastore_gives_an_empty_view(tmp_path: Path) -> None:
+    sync = ViewSync(tmp_path / "not-yet", tmp_path / "view")
+    assert sync.sync().seen == 0 and (tmp_path / "view").is_dir()
+
+
+def test_the_shim_makes_a_move_out_of_the_datastore_a_copy(tmp_path: Path) -> None:
+    datastore, cache = tmp_path / "datastore", tmp_path / "cache"
+    datastore.mkdir()
+    cache.mkdir()
+    (datastore / "0.mflog").write_text("a log line\n")
+    (cache / "own").write_text("the cache's own file\n")
+    shim = write_shim(tmp_path / "shim")
+    program = (
+        "import shutil, sys\n"
+        "shutil.move(sys.argv[1] + '/0.mflog', sys.argv[2] + '/0.mflog')\n"
+        "shutil.move(sys.argv[2] + '/own', sys.argv[2] + '/moved')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(shim), "MFCOLAB_DATASTORE_ROOT": str(datastore)}
+    subprocess.run([sys.executable, "-c", program, str(datastore), str(cache)], env=env, check=True)
+    assert (datastore / "0.mflog").read_text() == "a log line\n"  # still in the datastore
+    assert (cache / "0.mflog").read_text() == "a log line\n"  # and in the cache
+    assert not (cache / "own").exists() and (cache / "moved").exists()  # other moves stay moves
