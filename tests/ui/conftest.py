@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
 from ui_helpers import (
@@ -20,10 +21,31 @@ from ui_helpers import (
     tree_checksum,
 )
 
-from mfcolab import credentials
+from mfcolab import credentials, schema
+from mfcolab.postgres import DB_NAME, Postgres
 from mfcolab.settings import Settings
 
 pytestmark = pytest.mark.slow
+
+
+UI_DATABASE = "mfcolab_ui_tests"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: Postgres) -> str:
+    """A database of the UI tests' own on the suite's server: they count every run the home page
+    lists, so the runs other test modules record must not show up in it."""
+    conn = psycopg2.connect(pg_server.dsn)
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {UI_DATABASE} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {UI_DATABASE}")
+    finally:
+        conn.close()
+    dsn = pg_server.dsn.removesuffix(f"/{DB_NAME}") + f"/{UI_DATABASE}"
+    schema.apply(dsn)
+    return dsn
 
 
 @pytest.fixture(scope="session")

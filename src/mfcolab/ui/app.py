@@ -80,7 +80,7 @@ def create_app(settings: Settings, database: Database | str) -> web.Application:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_get("/ws", websocket)
-    app.router.add_route("*", "/{tail:.*}", admin.no_route)
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", admin.no_route)  # any path, newlines included
     return app
 
 
