@@ -4,21 +4,18 @@ against it, and a checksum of the whole datastore."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 from aiohttp import web
-from helpers import wait_until
+from helpers import AppThread, wait_until
 
 from mfcolab.service import create_app as create_service
 from mfcolab.service.database import DB_KEY
@@ -27,56 +24,6 @@ from mfcolab.ui import create_app as create_ui
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 UI_FLOWS = Path(__file__).resolve().parent / "flows"
-
-
-class AppThread:
-    """An aiohttp application on 127.0.0.1, served by its own event loop in a thread."""
-
-    def __init__(self, build: Callable[[], web.Application]) -> None:
-        self.build = build
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, name="ui-api", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AppThread:
-        self._thread.start()
-        if not self._ready.wait(60):
-            raise RuntimeError("the application did not start within 60 s")
-        if self._error is not None:
-            raise RuntimeError(f"the application failed to start: {self._error}")
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.build(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 def client_env(service_url: str, root: Path, home: Path) -> dict[str, str]:
@@ -177,7 +124,6 @@ class Stack:
 
 def build_stack(settings: Settings, dsn: str) -> AppThread:
     def build():  # type: ignore[no-untyped-def]
-        from aiohttp import web
 
         front = web.Application()
         service = create_service(dsn, pool_min=1, pool_max=8)
