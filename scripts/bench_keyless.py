@@ -50,7 +50,7 @@ def start_door(source: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str
     }
     (folder / "root").mkdir(parents=True)
     log = open(folder / "web.log", "ab")  # noqa: SIM115 - handed to the child
-    child = subprocess.Popen([sys.executable, "-m", "mfcolab.web"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen([sys.executable, "-m", "mfcolab.web.server"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

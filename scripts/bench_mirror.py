@@ -28,9 +28,9 @@ from helpers import make_settings  # noqa: E402
 from crashtrials.components import ComponentStack  # noqa: E402
 from mirror_helpers import execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
 
-from mfcolab import mirror as mirror_module  # noqa: E402
-from mfcolab.mirror import Mirror, ShipReport  # noqa: E402
-from mfcolab.restore import restore_if_needed  # noqa: E402
+from mfcolab.replica import mirror as mirror_module  # noqa: E402
+from mfcolab.replica.mirror import Mirror, ShipReport  # noqa: E402
+from mfcolab.replica.restore import restore_if_needed  # noqa: E402
 
 ROW_SQL = "SELECT g, repeat(md5(g::text), 4) || to_char(g, 'FM0000000000') AS body, now() AS ts FROM generate_series(%s, %s) g"
 

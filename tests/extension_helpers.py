@@ -20,7 +20,7 @@ import requests
 from helpers import wait_until
 from stack_helpers import FLOWS, Stack, run_id_from
 
-from mfcolab.process import descendants
+from mfcolab.supervisor.process import descendants
 
 # "[12/hold/3 (pid 4567)] Task is starting." as the Metaflow runtime prints it.
 _TASK_LINE = re.compile(r"\[(\d+)/(\w+)/(\d+) \(pid (\d+)\)\]")

@@ -16,8 +16,9 @@ from typing import Any
 import psycopg2
 
 from helpers import wait_until
-from mfcolab import boot, snapshots
-from mfcolab.mirror import archive_options
+from mfcolab.supervisor import boot
+from mfcolab.replica import snapshots
+from mfcolab.replica.mirror import archive_options
 from mfcolab.postgres import Postgres
 from mfcolab.settings import Settings
 

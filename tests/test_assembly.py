@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, make_settings
-from mfcolab import stack
-from mfcolab.assembly import build_components, postgres_of
+from mfcolab.supervisor import stack
+from mfcolab.supervisor.assembly import build_components, postgres_of
 from mfcolab.errors import PortBusyError
 from mfcolab.postgres import Postgres
 

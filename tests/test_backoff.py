@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mfcolab.backoff import Backoff
+from mfcolab.supervisor.backoff import Backoff
 
 
 def test_backoff_failed_doubles_up_to_the_cap() -> None:

@@ -337,5 +337,5 @@ def test_serve_runs_the_supervisor_in_the_foreground_with_its_options(tmp_path: 
     quiet = mfcolab("restore", *folders, "--move-aside")
     assert "INFO" not in quiet.stderr
     loud = mfcolab("--verbose", "restore", *folders, "--move-aside")
-    assert f"INFO mfcolab.restore: recovery of generation {newest}" in loud.stderr
+    assert f"INFO mfcolab.replica.restore: recovery of generation {newest}" in loud.stderr
 

@@ -29,8 +29,8 @@ from registry.fixtures import (
 )
 from registry.server import Registry
 
-from mfcolab.component import port_is_free
-from mfcolab.containers import (
+from mfcolab.supervisor.component import port_is_free
+from mfcolab.containers.runtime import (
     ContainerComponent,
     ContainerSpec,
     ImageRef,
@@ -41,7 +41,7 @@ from mfcolab.containers import (
     resolve_image,
 )
 from mfcolab.errors import ContainerError, MissingBinaryError, PortBusyError
-from mfcolab.process import pid_alive
+from mfcolab.supervisor.process import pid_alive
 
 
 

@@ -1,4 +1,4 @@
-"""The UI backend's copy of the datastore (mfcolab.datastore_view): what it copies, and the shim."""
+"""The UI backend's copy of the datastore (mfcolab.containers.datastore_view): what it copies, and the shim."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mfcolab.datastore_view import ViewSync, sync_view, write_shim
+from mfcolab.containers.datastore_view import ViewSync, sync_view, write_shim
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int, int]]:

@@ -21,9 +21,9 @@ import pytest
 import requests
 from aiohttp import web
 
-from mfcolab.auth import COOKIE
+from mfcolab.web.auth import COOKIE
 from mfcolab.errors import ConfigError
-from mfcolab.frontdoor import Upstream, create_app, inject_service_url, make_runner
+from mfcolab.web.frontdoor import Upstream, create_app, inject_service_url, make_runner
 
 KEY = "k3y-Secret_9f8e7d6c5b4a"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -876,7 +876,7 @@ def test_a_hostile_sessions_file_opens_nothing_and_breaks_nothing(stack: Stack, 
 
 
 def test_sessions_expire_when_idle_and_in_all(tmp_path: Path) -> None:
-    from mfcolab import sessions
+    from mfcolab.web import sessions
 
     now = [1_000_000.0]
     store = sessions.SessionStore(tmp_path / "sessions.json", clock=lambda: now[0])
@@ -914,7 +914,7 @@ def test_a_body_labelled_gzip_that_is_not_is_a_400_with_or_without_the_key(stack
 
 
 def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
-    from mfcolab.guard import MAX_UNAUTHENTICATED
+    from mfcolab.web.guard import MAX_UNAUTHENTICATED
 
     host, port = stack.door.removeprefix("http://").split(":")
     signed_in = requests.Session()
@@ -938,7 +938,7 @@ def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
 
 
 def test_a_connection_that_never_finishes_its_headers_is_closed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mfcolab import guard
+    from mfcolab.web import guard
 
     monkeypatch.setitem(guard.SERVER_SETTINGS, "keepalive_timeout", 0.5)
     door = stack.servers.serve(create_app(KEY, metadata_subapp()))

@@ -14,8 +14,8 @@ import requests
 from aiohttp import web
 from test_frontdoor import INDEX_HTML, KEY, ServerThread, metadata_subapp, with_key
 
-from mfcolab.auth import COOKIE
-from mfcolab.frontdoor import create_app, make_runner
+from mfcolab.web.auth import COOKIE
+from mfcolab.web.frontdoor import create_app, make_runner
 
 
 def ui_api() -> web.Application:

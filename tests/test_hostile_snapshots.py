@@ -19,10 +19,10 @@ import pytest
 
 from crashtrials.components import ComponentStack
 from helpers import make_settings, wait_until
-from mfcolab import snapshots, walfile
+from mfcolab.replica import snapshots, walfile
 from mfcolab.errors import SnapshotError
-from mfcolab.mirror import Mirror
-from mfcolab.restore import restore_if_needed
+from mfcolab.replica.mirror import Mirror
+from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
 from mirror_helpers import execute, kill_postgres, start_archiving_postgres, switch_wal
 

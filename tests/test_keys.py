@@ -15,10 +15,11 @@ import requests
 from helpers import free_port, wait_until
 from stack_helpers import mfcolab
 
-from mfcolab import credentials, stack
-from mfcolab.sessions import SessionStore
+from mfcolab import credentials
+from mfcolab.supervisor import stack
+from mfcolab.web.sessions import SessionStore
 from mfcolab.settings import Settings
-from mfcolab.status import StackStatus
+from mfcolab.supervisor.status import StackStatus
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def door(root: Path, tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, **Settings.resolve(root=root, local=tmp_path / "local", port=port, tunnel=False,
                                                engine="official", ui="none", service_port=free_port()).to_env()}
     with open(tmp_path / "web.log", "ab") as log:
-        child = subprocess.Popen([sys.executable, "-m", "mfcolab.web"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen([sys.executable, "-m", "mfcolab.web.server"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url) or child.poll() is not None, timeout=30, what="the front door")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from mfcolab.process import pid_alive as alive
+from mfcolab.supervisor.process import pid_alive as alive
 from helpers import free_port, wait_until
 from stack_helpers import Stack, mfcolab
 

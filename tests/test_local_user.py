@@ -19,7 +19,7 @@ import pytest
 
 from helpers import make_settings, start_postgres
 from mfcolab import postgres
-from mfcolab.container_user import ensure_container_user
+from mfcolab.containers.container_user import ensure_container_user
 from mfcolab.errors import ConfigError
 from mfcolab.postgres import Postgres
 

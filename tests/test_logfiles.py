@@ -14,9 +14,9 @@ from aiohttp import web
 from helpers import wait_until
 from test_frontdoor import KEY, ServerThread
 
-from mfcolab.frontdoor import create_app
+from mfcolab.web.frontdoor import create_app
 from mfcolab.logfiles import open_log, quiet_repeated_errors, rotate_if_large
-from mfcolab.process import ManagedProcess
+from mfcolab.supervisor.process import ManagedProcess
 
 WRITER = "import sys, time\nfor i in range(100000):\n    print('line', i, 'x' * 200, flush=True)\n    time.sleep(0.001)\n"
 

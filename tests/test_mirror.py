@@ -18,14 +18,14 @@ from mirror_helpers import (execute, kill_postgres, killed_rsync_leftover, links
                             temp_files_in)
 
 from helpers import make_settings, wait_until
-from mfcolab import basebackup, snapshots
+from mfcolab.replica import basebackup, snapshots
 from mfcolab.errors import SnapshotError
-from mfcolab import mirror as mirror_module
-from mfcolab.mirror import Mirror
+from mfcolab.replica import mirror as mirror_module
+from mfcolab.replica.mirror import Mirror
 from mfcolab.postgres import Postgres
-from mfcolab.restore import list_generations, restore_if_needed
+from mfcolab.replica.restore import list_generations, restore_if_needed
 from mfcolab.settings import Settings
-from mfcolab.status_view import render
+from mfcolab.supervisor.status_view import render
 
 
 def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
@@ -173,8 +173,8 @@ NO_LINKS_SHIM = Path(__file__).resolve().parent / "shims" / "nolinks.c"  # LD_PR
 SHIM_CHILD = """
 import os, sys, time, errno
 from mfcolab.settings import Settings
-from mfcolab import mirror as mirror_module
-from mfcolab.mirror import Mirror
+from mfcolab.replica import mirror as mirror_module
+from mfcolab.replica.mirror import Mirror
 import psycopg2
 settings = Settings.resolve()
 try:
@@ -228,7 +228,7 @@ def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> Non
     assert mirror_renamed == {snapshots.MANIFEST, snapshots.WRITER_CLAIM}
     assert links_in(settings.root) == []
     shutil.rmtree(settings.local)
-    restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"
+    restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.replica.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"
     result = subprocess.run([sys.executable, "-c", restore_child], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stack = ComponentStack(settings)
@@ -266,7 +266,7 @@ def test_mirror_failing_writes_keep_the_last_good_state_and_recover(tmp_path: Pa
         execute(pg.dsn, "INSERT INTO marks VALUES ('while-failing')")
         name = switch_wal(settings, pg.dsn)
         _remount(tmpfs_root, "ro")
-        caplog.set_level(logging.WARNING, logger="mfcolab.mirror")
+        caplog.set_level(logging.WARNING, logger="mfcolab.replica.mirror")
         for _attempt in range(3):
             with pytest.raises(SnapshotError):
                 mirror.sync_once()

@@ -16,8 +16,8 @@ from internet_helpers import CLOUDFLARED, STANDINS, Internet
 from stack_helpers import Stack, mfcolab
 from ui_release import ReleaseServer
 
-from mfcolab.process import find_processes
-from mfcolab.process import pid_alive as alive
+from mfcolab.supervisor.process import find_processes
+from mfcolab.supervisor.process import pid_alive as alive
 
 papermill = pytest.importorskip("papermill")
 

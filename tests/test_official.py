@@ -24,12 +24,13 @@ from registry.fixtures import (
 )
 from registry.server import Registry
 
-from mfcolab import credentials, official, schema
-from mfcolab.assembly import build_components
-from mfcolab.containers import ContainerComponent, container_processes
+from mfcolab import credentials, schema
+from mfcolab.containers import official
+from mfcolab.supervisor.assembly import build_components
+from mfcolab.containers.runtime import ContainerComponent, container_processes
 from mfcolab.errors import ConfigError, ContainerError
-from mfcolab.frontdoor import Upstream, create_app
-from mfcolab.official import Database
+from mfcolab.web.frontdoor import Upstream, create_app
+from mfcolab.containers.official import Database
 
 KEY = "official-test-key-4c2b"
 DSN = "postgresql://postgres:pw%2Fwith%40chars@127.0.0.1:15999/postgres"

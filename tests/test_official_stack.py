@@ -31,10 +31,10 @@ from registry.fixtures import (
 from registry.server import Registry
 from stack_helpers import Stack, mfcolab
 
-from mfcolab.auth import COOKIE
-from mfcolab.component import port_is_free
-from mfcolab.containers import container_processes
-from mfcolab.process import find_processes
+from mfcolab.web.auth import COOKIE
+from mfcolab.supervisor.component import port_is_free
+from mfcolab.containers.runtime import container_processes
+from mfcolab.supervisor.process import find_processes
 
 pytestmark = pytest.mark.slow
 

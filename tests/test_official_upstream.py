@@ -29,8 +29,8 @@ from registry.server import Registry
 from stack_helpers import FLOWS, run_id_from
 from test_official_stack import OfficialStack, service_pids, stack_processes
 
-from mfcolab.containers import Udocker
-from mfcolab.official import IMAGE
+from mfcolab.containers.runtime import Udocker
+from mfcolab.containers.official import IMAGE
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from helpers import free_port, wait_until
-from mfcolab.process import pid_alive
-from mfcolab.relay import STATUS_PATH, ConnectionSource
+from mfcolab.supervisor.process import pid_alive
+from mfcolab.client.relay import STATUS_PATH, ConnectionSource
 from stack_helpers import mfcolab
 
 KEY = "relay-test-key"

@@ -14,10 +14,10 @@ from mirror_helpers import execute, kill_postgres, links_in, start_archiving_pos
 
 from helpers import make_settings, wait_until
 from stack_helpers import mfcolab
-from mfcolab import snapshots
+from mfcolab.replica import snapshots
 from mfcolab.errors import ConfigError, SnapshotError, StackStateError
-from mfcolab.mirror import Mirror
-from mfcolab.restore import list_generations, parse_until, restore, restore_if_needed
+from mfcolab.replica.mirror import Mirror
+from mfcolab.replica.restore import list_generations, parse_until, restore, restore_if_needed
 from mfcolab.settings import Settings
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg2
 
-from mfcolab.restore import reserve_lost_ids
+from mfcolab.replica.restore import reserve_lost_ids
 
 
 def next_ids(dsn: str) -> tuple[int, int]:

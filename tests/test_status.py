@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mfcolab.status import VERSION, ComponentStatus, StackStatus
+from mfcolab.supervisor.status import VERSION, ComponentStatus, StackStatus
 
 
 def a_status() -> StackStatus:

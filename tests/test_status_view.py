@@ -10,9 +10,9 @@ import pytest
 
 from helpers import free_port, make_settings
 from mfcolab.errors import SnapshotError
-from mfcolab.mirror import Mirror
-from mfcolab.restore import GenerationInfo
-from mfcolab.status_view import render
+from mfcolab.replica.mirror import Mirror
+from mfcolab.replica.restore import GenerationInfo
+from mfcolab.supervisor.status_view import render
 
 
 def _report(tmp_path: Path, mirror: dict, snapshots: object) -> dict:

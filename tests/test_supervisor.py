@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from helpers import make_settings
 
-from mfcolab.component import Component
+from mfcolab.supervisor.component import Component
 from mfcolab.errors import ComponentError
 from mfcolab.settings import Settings
-from mfcolab.states import ALLOWED_MOVES, State, TransitionError
-from mfcolab.status import StackStatus
-from mfcolab.supervisor import BACKOFF_MAX, STABLE_AFTER, Slot, Supervisor
+from mfcolab.supervisor.states import ALLOWED_MOVES, State, TransitionError
+from mfcolab.supervisor.status import StackStatus
+from mfcolab.supervisor.loop import BACKOFF_MAX, STABLE_AFTER, Slot, Supervisor
 
 
 class FakeClock:

@@ -12,11 +12,11 @@ import pytest
 from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in
 
 from helpers import make_settings, wait_until
-from mfcolab import snapshots
+from mfcolab.replica import snapshots
 from mfcolab.errors import MissingBinaryError, SnapshotError
-from mfcolab.mirror import Mirror
-from mfcolab.process import descendants
-from mfcolab.transport import Outbox, Rsync, Transport
+from mfcolab.replica.mirror import Mirror
+from mfcolab.supervisor.process import descendants
+from mfcolab.replica.transport import Outbox, Rsync, Transport
 
 REAL_RSYNC = shutil.which("rsync")
 pytestmark = pytest.mark.skipif(REAL_RSYNC is None, reason="rsync is not installed (scripts/setup installs it)")
@@ -86,7 +86,7 @@ def test_transport_rsync_without_fsync_ships_and_syncs_the_files_itself(tmp_path
             'for arg in "$@"; do [ "$arg" = "--fsync" ] && { echo "unknown option --fsync" >&2; exit 1; }; done\n'
             'exec "$REAL" "$@"')
     monkeypatch.setenv("PATH", f"{_fake_rsync(tmp_path / 'old', body)}:{os.environ['PATH']}")
-    caplog.set_level(logging.WARNING, logger="mfcolab.transport")
+    caplog.set_level(logging.WARNING, logger="mfcolab.replica.transport")
     rsync = Rsync.find()
     assert not rsync.has_fsync
     assert any("--fsync" in r.getMessage() for r in caplog.records)

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 
-from mfcolab.process import pid_alive as alive
+from mfcolab.supervisor.process import pid_alive as alive
 from helpers import free_port, wait_until
 from internet_helpers import CLOUDFLARED, Internet
-from mfcolab.relay import STATUS_PATH
+from mfcolab.client.relay import STATUS_PATH
 from mfcolab.tunnel import RATE_LIMITED
 from stack_helpers import FLOWS, Stack, mfcolab, run_id_from
 

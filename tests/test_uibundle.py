@@ -14,10 +14,10 @@ import pytest
 from helpers import make_settings
 from ui_release import RELEASE_PATH, TAG, UPSTREAM_UI, ReleaseServer
 
-from mfcolab import uibundle
+from mfcolab.web import uibundle
 from mfcolab.errors import UiBundleError
-from mfcolab.frontdoor import StaticUI
-from mfcolab.uibundle import (
+from mfcolab.web.frontdoor import StaticUI
+from mfcolab.web.uibundle import (
     UiRelease,
     digest_file,
     ensure_bundle,

@@ -11,7 +11,7 @@ import pytest
 from helpers import free_port, wait_until
 from stack_helpers import Stack, mfcolab, run_id_from
 
-from mfcolab import snapshots
+from mfcolab.replica import snapshots
 
 pytestmark = pytest.mark.slow
 

@@ -126,7 +126,7 @@ def up(root: Root = None, local: Local = None, port: Port = None, host: Host = N
        registry: Registry = None, proot: Proot = None, image: Image = None,
        service_port: ServicePort = None, ui_port: UiPort = None, ui_bundle: UiBundle = None) -> None:
     """Start the stack detached, wait until it is healthy, print how to connect."""
-    from . import stack
+    from .supervisor import stack
 
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
                         cloudflared, registry, proot, image, service_port, ui_port, ui_bundle)
@@ -142,7 +142,8 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
           registry: Registry = None, proot: Proot = None, image: Image = None,
           service_port: ServicePort = None, ui_port: UiPort = None, ui_bundle: UiBundle = None) -> None:
     """Run the supervisor in the foreground (what `up` starts detached)."""
-    from . import logsetup, stack
+    from . import logsetup
+    from .supervisor import stack
 
     logsetup.for_service()
     s = _stack_settings(root, local, port, host, pg_port, no_tunnel, engine, ui, no_auth, snapshot_interval, keep,
@@ -153,7 +154,7 @@ def serve(root: Root = None, local: Local = None, port: Port = None, host: Host 
 @app.command()
 def down(root: Root = None, local: Local = None) -> None:
     """Stop the stack: tunnel and service first, Postgres last, then a final snapshot."""
-    from . import control
+    from .supervisor import control
 
     s = settings(root, local)
     if run(lambda: control.down(s, progress=say)):
@@ -166,8 +167,8 @@ def down(root: Root = None, local: Local = None) -> None:
 def status(root: Root = None, local: Local = None,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Every component with its state, pid, port and health; the URL; the snapshots."""
-    from . import stack
-    from .status_view import render
+    from .supervisor import stack
+    from .supervisor.status_view import render
 
     report = run(lambda: stack.status(settings(root, local)))
     typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
@@ -181,9 +182,9 @@ def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
          lines: Annotated[int, typer.Option("--lines", "-n")] = 50) -> None:
     """Print a component's log (all of them, briefly, without COMPONENT)."""
-    from . import control
     from .errors import ConfigError
-    from .process import tail_file
+    from .supervisor import control
+    from .supervisor.process import tail_file
 
     s = settings(root, local)
     available = control.component_logs(s)
@@ -205,7 +206,7 @@ def logs(component: Annotated[Optional[str], typer.Argument(help="postgres, web,
 @app.command()
 def snapshot(root: Root = None, local: Local = None) -> None:
     """Take a snapshot now and print what was shipped."""
-    from . import control
+    from .supervisor import control
 
     typer.echo(json.dumps(run(lambda: control.snapshot_now(settings(root, local), progress=say)), indent=2, default=str))
 
@@ -219,9 +220,9 @@ def restore(root: Root = None, local: Local = None,
                                                      "(pgdata.before-restore-<time>) instead of refusing.")] = False,
             list_windows: Annotated[bool, typer.Option("--list", help="Show each generation's restorable window; restore nothing.")] = False) -> None:
     """Restore the database from the root folder (the stack must be down)."""
-    from . import control
-    from . import restore as restoring
     from .errors import StackStateError
+    from .replica import restore as restoring
+    from .supervisor import control
 
     s = settings(root, local)
     if list_windows:
@@ -273,7 +274,7 @@ def connect(url: Annotated[Optional[str], typer.Argument(help="Front door URL (o
             user: Annotated[Optional[str], typer.Option("--user", help="User name runs are recorded under (METAFLOW_USER); "
                                                         "default: colab where Metaflow finds none, as root on Colab.")] = None) -> None:
     """Point the Metaflow client on this machine at the service."""
-    from . import connect as client
+    from .client import connect as client
     from .credentials import read_key_file
 
     if key_file is not None:
@@ -306,7 +307,7 @@ def relay(root: Annotated[Path, typer.Option("--root")], relay_port: RelayPort =
           folder: Annotated[Optional[Path], typer.Option("--folder")] = None, local: Local = None) -> None:
     """Run the relay of `connect --watch` in the foreground."""
     from . import logsetup
-    from . import relay as relaying
+    from .client import relay as relaying
 
     logsetup.for_service()
     where = relaying.RelayFolder(folder or _relay_folder(local))
@@ -318,7 +319,7 @@ def _relay_folder(local: Path | None) -> Path:
 
 
 def _default_relay_port() -> int:
-    from .relay import DEFAULT_PORT
+    from .client.relay import DEFAULT_PORT
 
     return DEFAULT_PORT
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .replica.snapshots import write_atomic
 from .settings import Settings
-from .snapshots import write_atomic
 
 
 def write_private(path: Path, text: str) -> None:
@@ -53,7 +53,7 @@ def rotate_access_key(settings: Settings) -> str:
     """A new access key: written to the key file (a running front door reads it within a second),
     every browser session ended, and connection.json rewritten with it (the relay of
     `connect --watch` follows that file). Returns the new key."""
-    from .sessions import SessionStore
+    from .web.sessions import SessionStore
 
     key = secrets.token_urlsafe(32)
     write_private(settings.key_file, key + "\n")

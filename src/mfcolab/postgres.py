@@ -25,11 +25,11 @@ from typing import Any
 
 import psycopg2
 
-from .component import ProcessComponent, require_free_port
 from .credentials import write_private
 from .errors import ComponentError, ConfigError, MissingBinaryError, StackStateError
-from .process import ManagedProcess, as_user, group_exists, pid_alive
 from .settings import Settings
+from .supervisor.component import ProcessComponent, require_free_port
+from .supervisor.process import ManagedProcess, as_user, group_exists, pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import requests
 
-from .component import ProcessComponent
 from .download import download_file
 from .errors import MissingBinaryError, TunnelError
-from .process import ManagedProcess
 from .settings import Settings
+from .supervisor.component import ProcessComponent
+from .supervisor.process import ManagedProcess
 from .types import Progress
 
 log = logging.getLogger(__name__)

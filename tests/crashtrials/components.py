@@ -25,10 +25,11 @@ from typing import Any
 import psycopg2
 
 from helpers import wait_until
-from mfcolab import boot, snapshots
-from mfcolab.mirror import archive_options
+from mfcolab.supervisor import boot
+from mfcolab.replica import snapshots
+from mfcolab.replica.mirror import archive_options
 from mfcolab.postgres import DB_USER, Postgres, run_pg_tool
-from mfcolab.restore import restore_if_needed
+from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
 from mirror_helpers import PASSWORD, temp_files_in
 
@@ -36,8 +37,8 @@ MIRROR_CHILD = """
 import logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 from mfcolab.settings import Settings
-from mfcolab import mirror as mirror_module
-from mfcolab.mirror import Mirror
+from mfcolab.replica import mirror as mirror_module
+from mfcolab.replica.mirror import Mirror
 if sys.argv[2:] == ["routine-bases"]:  # a new base uploads beside the cycles all the time
     mirror_module.BASE_MIN_WAL_BYTES, mirror_module.BASE_WAL_RATIO = 0, 0.0
 mirror = Mirror(Settings.resolve(), sys.argv[1])

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from helpers import free_port, wait_until
-from mfcolab import snapshots
+from mfcolab.replica import snapshots
 from mfcolab.postgres import DB_USER, run_pg_tool
-from mfcolab.process import descendants, find_processes, pid_alive
+from mfcolab.supervisor.process import descendants, find_processes, pid_alive
 from mfcolab.settings import Settings
 from stack_helpers import Stack
 

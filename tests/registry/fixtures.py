@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from mfcolab.containers import ContainerComponent, Udocker, container_processes
+from mfcolab.containers.runtime import ContainerComponent, Udocker, container_processes
 
 
 from .server import Registry

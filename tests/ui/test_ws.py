@@ -308,7 +308,7 @@ def door(stack: Stack, pg_dsn: str) -> Iterator[tuple[str, str]]:
     """The front door with a key, the metadata service and the UI API behind it."""
     from ui_helpers import AppThread
 
-    from mfcolab import frontdoor
+    from mfcolab.web import frontdoor
     from mfcolab.service import create_app as create_service
     from mfcolab.service.database import DB_KEY
     from mfcolab.ui import create_app as create_ui

@@ -23,9 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import MissingBinaryError, SnapshotError
+from ..supervisor.process import descendants
 from . import snapshots
-from .errors import MissingBinaryError, SnapshotError
-from .process import descendants
 
 log = logging.getLogger(__name__)
 

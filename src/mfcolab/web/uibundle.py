@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .download import download_file, file_sha256
-from .errors import TunnelError, UiBundleError
-from .settings import Settings
+from ..download import download_file, file_sha256
+from ..errors import TunnelError, UiBundleError
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def bundle_dir(settings: Settings) -> Path:
 
 def static_dir(settings: Settings) -> Path:
     """The unpacked bundle the front door serves (shared with the official UI path)."""
-    from .official import ui_static_dir
+    from ..containers.official import ui_static_dir
 
     return ui_static_dir(settings)
 

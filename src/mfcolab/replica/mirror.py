@@ -30,11 +30,12 @@ import psycopg2
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import postgres, retention, snapshots, walfile
-from .backoff import Backoff
+from .. import postgres
+from ..errors import MfcolabError, SnapshotError
+from ..settings import Settings
+from ..supervisor.backoff import Backoff
+from . import retention, snapshots, walfile
 from .basebackup import BaseBackups, BaseUpload
-from .errors import MfcolabError, SnapshotError
-from .settings import Settings
 from .snapshots import Generation, Manifest, WalRange
 from .transport import Outbox, Shipped, Transport
 from .writer import Writer

@@ -34,8 +34,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import SnapshotError
-from .settings import Settings
+from ..errors import SnapshotError
+from ..settings import Settings
 
 FORMAT = 1
 MANIFEST = "manifest.json"

@@ -1,6 +1,6 @@
 """The web process: the front door on port 7860, with the native metadata service inside it.
 
-Run by the supervisor as `python -m mfcolab.web`, configured through the environment
+Run by the supervisor as `python -m mfcolab.web.server`, configured through the environment
 (`Settings.to_env()`), so it restarts independently of the supervisor and its CPU time is
 its own in /proc.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 import requests
 
-from . import credentials, logsetup, postgres
-from .component import ProcessComponent, require_free_port
-from .process import ManagedProcess
-from .schema import SERVICE_ROLE
-from .settings import Settings
+from .. import credentials, logsetup, postgres
+from ..schema import SERVICE_ROLE
+from ..settings import Settings
+from ..supervisor.component import ProcessComponent, require_free_port
+from ..supervisor.process import ManagedProcess
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def database_dsn(settings: Settings) -> str:
 
 
 def build_app(settings: Settings) -> Any:
+    from ..service import create_app as create_service
     from . import frontdoor
-    from .service import create_app as create_service
 
     key = None if settings.no_auth else credentials.access_key(settings)
     if settings.engine == "native":
@@ -49,7 +49,7 @@ def build_app(settings: Settings) -> Any:
     if settings.ui == "official":
         api = frontdoor.Upstream(f"http://127.0.0.1:{settings.ui_port}", "UI backend")
     elif settings.ui == "native":
-        from .ui import create_app as create_ui_api
+        from ..ui import create_app as create_ui_api
 
         api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings))
     return frontdoor.create_app(key, metadata, api=api, static_dir=served_bundle(settings),
@@ -62,7 +62,7 @@ def _shared_pool(metadata: Any) -> Any:
 
     if not isinstance(metadata, web.Application):
         return None
-    from .service.database import DB_KEY
+    from ..service.database import DB_KEY
 
     return metadata[DB_KEY]
 
@@ -120,7 +120,7 @@ class WebComponent(ProcessComponent):
 
     def make_process(self) -> ManagedProcess:
         env = {**_inherited_env(), **self.settings.to_env()}
-        return ManagedProcess(self.name, [sys.executable, "-m", "mfcolab.web"], self.log_path, env=env)
+        return ManagedProcess(self.name, [sys.executable, "-m", "mfcolab.web.server"], self.log_path, env=env)
 
     def healthy(self) -> bool:
         if not self.alive():

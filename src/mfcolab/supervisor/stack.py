@@ -16,17 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control, credentials
+from .. import credentials
+from ..errors import ComponentError, ConfigError, StackStateError
+from ..logfiles import open_log
+from ..replica.restore import list_generations
+from ..settings import Settings
+from ..types import Progress
+from . import control
 from .assembly import build_components
 from .control import read_status, supervisor_pid, sweep_leftovers
-from .errors import ComponentError, ConfigError, StackStateError
-from .logfiles import open_log
+from .loop import Supervisor
 from .process import tail_file
-from .restore import list_generations
-from .settings import Settings
 from .status import StackStatus
-from .supervisor import Supervisor
-from .types import Progress
 
 UP_TIMEOUT = 900.0  # a restore of a large database may take a while; progress is shown meanwhile
 
@@ -70,9 +71,9 @@ def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:
 
 def fetch_ui_bundle(settings: Settings, progress: Progress) -> None:
     """The UI bundle for --ui native; without one the stack still starts (API and metadata service)."""
-    from .errors import UiBundleError
-    from .uibundle import ensure_bundle
-    from .web import served_bundle
+    from ..errors import UiBundleError
+    from ..web.server import served_bundle
+    from ..web.uibundle import ensure_bundle
 
     try:
         ensure_bundle(settings)
@@ -159,7 +160,7 @@ def summary_lines(settings: Settings, status: StackStatus) -> list[str]:
 
 def ui_line(settings: Settings, url: str, *, signed_in: bool) -> str:
     """Where the Metaflow UI is, and how to sign in to it."""
-    from .web import served_bundle
+    from ..web.server import served_bundle
 
     if served_bundle(settings) is None:
         return "Metaflow UI:      off" + (" (--ui none)" if settings.ui == "none" else " (no UI bundle: see above)")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import requests
 
+from ..credentials import read_connection, write_private
+from ..errors import ConnectError
 from . import relay
-from .credentials import read_connection, write_private
-from .errors import ConnectError
 
 # With the relay, a tunnel restart shows up as 503s, which the Metaflow client retries with
 # sleeps of 1, 2, 4, ... s: 8 attempts ride over about four minutes (the default 5, half a minute).

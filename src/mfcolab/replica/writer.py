@@ -23,10 +23,10 @@ import socket
 import threading
 import time
 
+from ..errors import SnapshotError
+from ..settings import Settings
+from ..supervisor.process import pid_alive
 from . import snapshots
-from .errors import SnapshotError
-from .process import pid_alive
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import psycopg2
 
-from . import postgres, snapshots, walfile
-from .errors import ConfigError, MfcolabError, SnapshotError, StackStateError
+from .. import postgres
+from ..errors import ConfigError, MfcolabError, SnapshotError, StackStateError
+from ..settings import Settings
+from ..supervisor.process import pid_alive
+from ..types import Progress
+from . import snapshots, walfile
 from .mirror import read_control_data
-from .process import pid_alive
-from .settings import Settings
 from .snapshots import Generation, Manifest
-from .types import Progress
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .credentials import write_private
+from ..credentials import write_private
 
 log = logging.getLogger(__name__)
 

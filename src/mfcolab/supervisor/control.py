@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import SnapshotError, StackStateError
+from ..errors import SnapshotError, StackStateError
+from ..settings import Settings
+from ..types import Progress
 from .process import in_groups, pid_alive, stop_processes, tail_file
-from .settings import Settings
 from .status import StackStatus
-from .types import Progress
 
 
 def supervisor_pid(settings: Settings) -> int | None:

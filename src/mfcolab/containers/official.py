@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .containers import ContainerComponent, ContainerSpec, ProgressCallback, Udocker
+from ..errors import ConfigError, ContainerError
+from ..settings import Settings
+from ..web.uibundle import replace_folder
 from .datastore_view import SHIM_DIR, SHIM_ROOT_ENV, ViewSync, write_shim
-from .errors import ConfigError, ContainerError
-from .settings import Settings
-from .uibundle import replace_folder
+from .runtime import ContainerComponent, ContainerSpec, ProgressCallback, Udocker
 
 # §3.5: published on every upstream release; the service and the UI backend share it.
 IMAGE = "netflixoss/metaflow_metadata_service:v2.5.1"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .logfiles import open_log
+from ..logfiles import open_log
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import credentials, official
+from .. import credentials
+from ..containers import official
+from ..postgres import Postgres
+from ..replica.mirror import archive_options
+from ..settings import Settings
+from ..tunnel import TunnelComponent
+from ..web.server import WebComponent, database_dsn
 from .component import Component
-from .mirror import archive_options
-from .postgres import Postgres
-from .settings import Settings
-from .tunnel import TunnelComponent
-from .web import WebComponent, database_dsn
 
 
 def _no_url(url: str) -> None:

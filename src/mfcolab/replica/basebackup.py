@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import postgres, snapshots
-from .backoff import Backoff
-from .errors import MfcolabError, SnapshotError
-from .process import as_user
-from .settings import Settings
+from .. import postgres
+from ..errors import MfcolabError, SnapshotError
+from ..settings import Settings
+from ..supervisor.backoff import Backoff
+from ..supervisor.process import as_user
+from . import snapshots
 from .snapshots import Generation
 from .transport import Outbox, Shipped, Transport
 

@@ -14,7 +14,7 @@ import stat
 import struct
 from pathlib import Path
 
-from .errors import SnapshotError
+from ..errors import SnapshotError
 
 # The long header on the first page of every segment (PostgreSQL's XLogLongPageHeaderData).
 _LONG_HEADER = struct.Struct("<HHIQI4xQII")

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import psycopg2
 
-from . import credentials, schema
-from .errors import ComponentError, MfcolabError
-from .mirror import Mirror
-from .postgres import Postgres, in_recovery
+from .. import credentials, schema
+from ..errors import ComponentError, MfcolabError
+from ..postgres import Postgres, in_recovery
+from ..replica.mirror import Mirror
+from ..replica.restore import reserve_lost_ids, restore_if_needed
+from ..settings import Settings
+from ..types import Progress
 from .process import tail_file
-from .restore import reserve_lost_ids, restore_if_needed
-from .settings import Settings
-from .types import Progress
 
 log = logging.getLogger(__name__)
 

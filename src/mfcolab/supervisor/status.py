@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .credentials import write_private
+from ..credentials import write_private
 
 log = logging.getLogger(__name__)
 

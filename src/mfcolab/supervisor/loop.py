@@ -23,18 +23,18 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import credentials
+from .. import credentials
+from ..errors import ComponentError, MfcolabError, StackStateError
+from ..logfiles import MAX_BYTES, make_private, rotate_if_large
+from ..replica.mirror import Mirror
+from ..settings import Settings
+from ..types import Clock
 from .assembly import build_components, postgres_of
 from .backoff import Backoff
 from .boot import DatabaseBoot, log_tail
 from .component import Component
-from .errors import ComponentError, MfcolabError, StackStateError
-from .logfiles import MAX_BYTES, make_private, rotate_if_large
-from .mirror import Mirror
-from .settings import Settings
 from .states import State, check_move
 from .status import ComponentStatus, StackStatus
-from .types import Clock
 
 log = logging.getLogger(__name__)
 

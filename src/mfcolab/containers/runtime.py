@@ -41,17 +41,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .component import ProcessComponent, port_answers, require_free_port
+from ..errors import ContainerError, MissingBinaryError
+from ..logfiles import open_log
+from ..supervisor.component import ProcessComponent, port_answers, require_free_port
+from ..supervisor.process import ManagedProcess, as_user, find_processes, stop_processes
+from ..types import Progress
 from .container_user import (
     container_user,
     ensure_container_user,
     give_to_container_user,
     udocker_python,
 )
-from .errors import ContainerError, MissingBinaryError
-from .logfiles import open_log
-from .process import ManagedProcess, as_user, find_processes, stop_processes
-from .types import Progress
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, MissingBinaryError
-from .process import group_exists
+from ..errors import ConfigError, MissingBinaryError
+from ..supervisor.process import group_exists
 
 SYSTEM_USER = "mfcolab-box"
 SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")

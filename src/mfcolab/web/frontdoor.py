@@ -30,7 +30,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from mfcolab.auth import (
+from mfcolab.errors import ConfigError
+from mfcolab.web.auth import (
     COOKIE,
     HEADER,
     AccessKey,
@@ -40,14 +41,13 @@ from mfcolab.auth import (
     original_scheme,
     unmatched_as_json,
 )
-from mfcolab.errors import ConfigError
-from mfcolab.guard import (
+from mfcolab.web.guard import (
     SERVER_SETTINGS,
     add_security_headers,
     guard_middleware,
     passes_encoded_bodies,
 )
-from mfcolab.sessions import SessionStore
+from mfcolab.web.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 

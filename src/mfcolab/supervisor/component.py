@@ -15,9 +15,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import PortBusyError
+from ..errors import PortBusyError
+from ..types import Progress
 from .process import ManagedProcess
-from .types import Progress
 
 
 class Component(abc.ABC):

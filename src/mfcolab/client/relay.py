@@ -35,13 +35,13 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from .auth import HEADER, json_error
-from .component import require_free_port
-from .credentials import write_private
-from .errors import ConfigError, ConnectError, PortBusyError
-from .frontdoor import Forwarder, Upstream, make_runner
-from .logfiles import open_log
-from .process import pid_alive, stop_processes, tail_file
+from ..credentials import write_private
+from ..errors import ConfigError, ConnectError, PortBusyError
+from ..logfiles import open_log
+from ..supervisor.component import require_free_port
+from ..supervisor.process import pid_alive, stop_processes, tail_file
+from ..web.auth import HEADER, json_error
+from ..web.frontdoor import Forwarder, Upstream, make_runner
 
 log = logging.getLogger(__name__)
 
