@@ -131,6 +131,16 @@ def original_scheme(request: web.BaseRequest) -> str:
     return request.scheme
 
 
+def original_host(request: web.BaseRequest) -> str:
+    """The host the browser asked for: the first X-Forwarded-Host when a known proxy sent the
+    request, else the Host header. A remote client's X-Forwarded-Host is its own claim."""
+    if from_known_proxy(request):
+        forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.host
+
+
 def request_is_https(request: web.BaseRequest) -> bool:
     return original_scheme(request) == "https"
 
