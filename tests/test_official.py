@@ -18,8 +18,9 @@ from aiohttp import web
 from helpers import free_port, make_settings, wait_until
 from mfcolab import credentials, schema
 from mfcolab.containers import official
+from mfcolab.containers.component import ContainerComponent
 from mfcolab.containers.official import Database
-from mfcolab.containers.runtime import ContainerComponent, container_processes
+from mfcolab.containers.udocker_client import container_processes
 from mfcolab.errors import ConfigError, ContainerError
 from mfcolab.supervisor.assembly import build_components
 from mfcolab.web.frontdoor import create_app
