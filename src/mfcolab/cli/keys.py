@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from .. import credentials
 from ..errors import ConfigError
 from .console import fail, run, say, settings
 from .options import Local, Root
@@ -12,6 +11,8 @@ from .options import Local, Root
 
 def key(root: Root = None, local: Local = None) -> None:
     """Print the access key (`up` prints it masked, so it does not stay in a saved notebook)."""
+    from .. import credentials
+
     s = settings(root, local)
     if not s.key_file.is_file():
         fail(ConfigError(f"no access key in {s.root} yet", f"mfcolab up --root {s.root}"))
@@ -20,6 +21,8 @@ def key(root: Root = None, local: Local = None) -> None:
 
 def rotate_key(root: Root = None, local: Local = None) -> None:
     """Replace the access key: the old key and every browser session stop working at once."""
+    from .. import credentials
+
     s = settings(root, local)
     new = run(lambda: credentials.rotate_access_key(s))
     say(f"new access key: {credentials.masked(new)}")
