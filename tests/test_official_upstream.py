@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 import requests
+
 from helpers import wait_until
+from mfcolab.containers.official import IMAGE
+from mfcolab.containers.udocker_client import Udocker
 from registry.fixtures import system_proot
 from registry.server import Registry
 from stack_helpers import FLOWS, run_id_from
 from test_official_stack import OfficialStack, service_pids, stack_processes
-
-from mfcolab.containers.runtime import Udocker
-from mfcolab.containers.official import IMAGE
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_settings
-from ui_release import RELEASE_PATH, TAG, UPSTREAM_UI, ReleaseServer
 
-from mfcolab.web import uibundle
+from helpers import make_settings
 from mfcolab.errors import UiBundleError
-from mfcolab.web.frontdoor import StaticUI
+from mfcolab.web import uibundle
+from mfcolab.web.static import StaticUI
 from mfcolab.web.uibundle import (
     UiRelease,
     digest_file,
@@ -24,6 +23,7 @@ from mfcolab.web.uibundle import (
     install_zip,
     static_dir,
 )
+from ui_release import RELEASE_PATH, TAG, UPSTREAM_UI, ReleaseServer
 
 
 @pytest.fixture(autouse=True)

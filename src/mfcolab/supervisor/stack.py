@@ -72,7 +72,7 @@ def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:
 def fetch_ui_bundle(settings: Settings, progress: Progress) -> None:
     """The UI bundle for --ui native; without one the stack still starts (API and metadata service)."""
     from ..errors import UiBundleError
-    from ..web.server import served_bundle
+    from ..web.component import served_bundle
     from ..web.uibundle import ensure_bundle
 
     try:
@@ -160,7 +160,7 @@ def summary_lines(settings: Settings, status: StackStatus) -> list[str]:
 
 def ui_line(settings: Settings, url: str, *, signed_in: bool) -> str:
     """Where the Metaflow UI is, and how to sign in to it."""
-    from ..web.server import served_bundle
+    from ..web.component import served_bundle
 
     if served_bundle(settings) is None:
         return "Metaflow UI:      off" + (" (--ui none)" if settings.ui == "none" else " (no UI bundle: see above)")

@@ -62,7 +62,7 @@ def bundle_dir(settings: Settings) -> Path:
 
 def static_dir(settings: Settings) -> Path:
     """The unpacked bundle the front door serves (shared with the official UI path)."""
-    from ..containers.official import ui_static_dir
+    from ..containers.official import ui_static_dir  # here, not at the top: official imports this module
 
     return ui_static_dir(settings)
 
