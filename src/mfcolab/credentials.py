@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .replica.snapshots import write_atomic
+from .files import write_atomic
 from .settings import Settings
 
 

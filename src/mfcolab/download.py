@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from .errors import TunnelError
+from .files import put_in_place
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def download_file(
         actual = file_sha256(part) if sha256 is not None else UNCHECKED
         if actual == expected:
             os.chmod(part, mode)
-            os.replace(part, dest)
+            put_in_place(part, dest)
             return dest
         part.unlink(missing_ok=True)
         if pieced and attempt < attempts:

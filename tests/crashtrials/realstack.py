@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers import free_port, wait_until
-from mfcolab.replica import snapshots
 from mfcolab.postgres import DB_USER, run_pg_tool
-from mfcolab.supervisor.process import descendants, find_processes, pid_alive
+from mfcolab.replica import layout
 from mfcolab.settings import Settings
+from mfcolab.supervisor.process import descendants, find_processes, pid_alive
 from stack_helpers import Stack
 
 KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
@@ -200,7 +200,7 @@ def processes_using(folder: Path) -> list[int]:
 
 def _temp_file_in(folder: Path) -> bool:
     for _parent, _dirs, files in os.walk(folder):
-        if any(snapshots.is_temp(name) for name in files):
+        if any(layout.is_temp(name) for name in files):
             return True
     return False
 

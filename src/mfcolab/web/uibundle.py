@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from ..download import download_file, file_sha256
 from ..errors import TunnelError, UiBundleError
+from ..files import write_atomic
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def fetch_release(url: str, archive: Path, *, progress: bool = True) -> Path:
         archive.unlink(missing_ok=True)
         raise
     if recorded is None:
-        _write_atomically(digest_file(archive), file_sha256(archive) + "\n")
+        write_atomic(digest_file(archive), [f"{file_sha256(archive)}\n".encode()])
     return archive
 
 
@@ -295,8 +296,3 @@ def _read(path: Path) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)
