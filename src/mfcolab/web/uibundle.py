@@ -106,7 +106,8 @@ def fetch_release(url: str, archive: Path, *, progress: bool = True) -> Path:
         return archive
     log.info("downloading the Metaflow UI from %s", url)
     try:
-        download_file(url, archive, recorded, progress=progress, mode=0o644, attempts=2, max_bytes=MAX_ARCHIVE_BYTES)
+        # One attempt: without the UI the stack still starts, and the error says what to do.
+        download_file(url, archive, recorded, progress=progress, mode=0o644, attempts=1, max_bytes=MAX_ARCHIVE_BYTES)
     except TunnelError as exc:
         raise UiBundleError(f"the Metaflow UI could not be downloaded: {exc.message}", _RETRY_HINT) from exc
     try:
