@@ -171,12 +171,8 @@ def kill_everything(pids: set[int]) -> set[str]:
                 pass
         if sig == signal.SIGSTOP:
             names = _names(_tree(pids) | targets)  # all frozen: what was running at the kill
-    deadline = time.monotonic() + 30
-    while any(pid_alive(p) for p in targets) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    survivors = [p for p in targets if pid_alive(p)]
-    if survivors:
-        raise AssertionError(f"processes survived SIGKILL: {survivors}")
+    wait_until(lambda: not any(pid_alive(p) for p in targets), timeout=30, interval=0.02,
+               what="every SIGKILLed process to exit")
     return names
 
 
