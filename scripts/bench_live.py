@@ -31,7 +31,7 @@ import aiohttp
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "ui"))
+# tests/ui/ is on the test venv's path (scripts/setup --test)
 os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
 from oracle import UpstreamBackend, build_venv
 
