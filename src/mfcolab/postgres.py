@@ -339,6 +339,7 @@ class Postgres(ProcessComponent):
 
 # --- the data folder's configuration and control file -------------------------------------
 
+# Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
 _KEPT_SETTINGS = ("max_connections", "shared_buffers", "dynamic_shared_memory_type", "max_wal_size", "min_wal_size",
                   "log_timezone", "autovacuum_worker_slots", "datestyle", "timezone", "lc_messages", "lc_monetary",
                   "lc_numeric", "lc_time", "default_text_search_config")

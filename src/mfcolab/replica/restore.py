@@ -276,7 +276,6 @@ def _extract(archive: Path, dest: Path) -> None:
         raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
 
 
-# Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
 def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, end: int, wal_dir: Path,
                progress: Progress) -> str | None:
     """Decompress the generation's WAL segments (and every timeline history file) into the local
@@ -373,7 +372,7 @@ def _describe_kept(settings: Settings) -> str:
     if manifest is None or newest is None:
         return f"kept the local database in {pgdata} (the root folder holds no snapshot)"
     try:
-        control = _control_data(settings)
+        control = postgres.read_control_data(settings)
     except Exception as exc:  # noqa: BLE001 - a description only; Postgres will report real trouble
         return f"kept the local database in {pgdata} (could not read its control file: {exc})"
     if control.get("Database system identifier") != newest.system_identifier:
@@ -388,10 +387,6 @@ def _describe_kept(settings: Settings) -> str:
         return (f"kept the local database in {pgdata}, although the newest snapshot is newer "
                 "(to use it: mfcolab down, then mfcolab restore --move-aside)")
     return f"kept the local database in {pgdata} (it is at least as new as the newest snapshot {newest.id})"
-
-
-def _control_data(settings: Settings) -> dict[str, str]:
-    return postgres.read_control_data(settings)
 
 
 def _require_stack_down(settings: Settings) -> None:
