@@ -9,7 +9,7 @@ then deletes what it shipped locally. A routine new base uploads beside the cycl
 (`BaseUpload`), and is named by a cycle of its own once it has arrived. A watchdog observer on
 the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
 An idle database writes nothing.
-Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`;
+Layout: `layout.py`; the manifest: `manifest.py`; what is kept: `retention.py`; restore: `restore.py`;
 what a staged file must be to ship: `walfile.py`.
 """
 
