@@ -31,7 +31,7 @@ import aiohttp
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-# tests/ui/ is on the test venv's path (scripts/setup --test)
+sys.path.insert(0, str(REPO / "tests" / "ui"))
 os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
 from oracle import UpstreamBackend, build_venv
 

@@ -42,7 +42,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = REPO / "tests" / "flows"
-# tests/ui/ is on the test venv's path (scripts/setup --test)
+sys.path.insert(0, str(REPO / "tests" / "ui"))
 # The upstream backend's venv, built on first use; apart from the tests' copy, which they may rebuild meanwhile.
 os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
 from oracle import UpstreamBackend, build_venv
