@@ -14,9 +14,9 @@ from frontdoor_helpers import (
     login,
     raw_exchange,
     status_of,
-    wait_until,
     with_key,
 )
+from helpers import wait_until
 from mfcolab.web.auth import COOKIE
 
 
@@ -90,8 +90,8 @@ def test_the_key_and_the_cookie_never_reach_a_log_line(
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             http.get(f"{stack.door}/api/break", headers=with_key()).content
         # The last request's access line and warning come after its response; wait for both.
-        wait_until(lambda: any("GET /api/break" in r.getMessage() for r in caplog.records), "the last access line")
-        wait_until(lambda: any("broke off" in r.getMessage() for r in caplog.records), "the break-off warning")
+        wait_until(lambda: any("GET /api/break" in r.getMessage() for r in caplog.records), what="the last access line")
+        wait_until(lambda: any("broke off" in r.getMessage() for r in caplog.records), what="the break-off warning")
     assert sum(r.name == "aiohttp.access" and "/login" in r.getMessage() for r in caplog.records) >= 9
     assert cookie_value
     assert any("failed sign-in" in r.getMessage() for r in caplog.records)

@@ -16,8 +16,8 @@ from frontdoor_helpers import (
     Stack,
     login,
     metadata_subapp,
-    wait_until,
 )
+from helpers import wait_until
 from mfcolab.web.frontdoor import create_app
 
 
@@ -42,14 +42,14 @@ def test_requests_without_the_key_in_flight_are_bounded(stack: Stack) -> None:
                          b"Content-Length: 100\r\n\r\nkey=")
             held.append(sock)
         wait_until(lambda: requests.post(f"{stack.door}/login", data={"key": "k"}).status_code == 503,
-                   "the door to refuse one more keyless request")
+                   what="the door to refuse one more keyless request")
         assert requests.get(f"{stack.door}/metadata/ping", headers={"x-api-key": KEY}).status_code == 200
         assert signed_in.get(f"{stack.door}/metadata/ping").status_code == 200, "a session is not counted"
     finally:
         for sock in held:
             sock.close()
     wait_until(lambda: requests.post(f"{stack.door}/login", data={"key": "k"}).status_code == 401,
-               "the door to take keyless requests again")
+               what="the door to take keyless requests again")
 
 
 def test_a_connection_that_never_finishes_its_headers_is_closed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

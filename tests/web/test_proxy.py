@@ -25,9 +25,9 @@ from frontdoor_helpers import (
     raw_exchange,
     status_of,
     upstream_saw,
-    wait_until,
     with_key,
 )
+from helpers import wait_until
 from mfcolab.errors import ConfigError
 from mfcolab.web.auth import COOKIE
 from mfcolab.web.proxy import Upstream
@@ -133,7 +133,7 @@ def test_a_client_that_leaves_midway_does_not_hurt_the_door(
         answer = http.get(f"{stack.door}/api/download?size={LARGE}", headers=with_key(), stream=True)
         assert next(answer.iter_content(chunk_size=65536))
         answer.close()
-    wait_until(lambda: sum("GET /api/download" in r.getMessage() for r in caplog.records) >= 6, "access lines")
+    wait_until(lambda: sum("GET /api/download" in r.getMessage() for r in caplog.records) >= 6, what="access lines")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert http.get(f"{stack.door}/api/echo", headers=with_key()).status_code == 200
 
@@ -194,7 +194,7 @@ def test_websocket_relays_text_binary_and_the_upstream_close(stack: Stack) -> No
 
 def test_websocket_close_from_the_client_reaches_the_upstream(stack: Stack) -> None:
     probe = stack.probe
-    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, "earlier WebSockets to close")
+    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, what="earlier WebSockets to close")
     probe.ws_closed.clear()
     probe.ws_close_codes.clear()
     probe.ws_opened = 0
@@ -232,7 +232,7 @@ def test_a_websocket_client_that_vanishes_closes_the_upstream(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     probe = stack.probe
-    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, "earlier WebSockets to close")
+    wait_until(lambda: len(probe.ws_close_codes) == probe.ws_opened, what="earlier WebSockets to close")
     probe.ws_closed.clear()
     probe.ws_close_codes.clear()
     probe.ws_opened = 0

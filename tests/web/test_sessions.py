@@ -12,8 +12,8 @@ from frontdoor_helpers import (
     KEY,
     Stack,
     metadata_subapp,
-    wait_until,
 )
+from helpers import wait_until
 from mfcolab.web.auth import COOKIE
 from mfcolab.web.frontdoor import create_app
 
@@ -59,7 +59,7 @@ def test_sessions_outlive_the_web_process_and_a_new_key_ends_them(stack: Stack, 
     restarted, _, _ = door_with_files(stack, tmp_path)
     assert opens(restarted, cookie)
     key_file.write_text("a-brand-new-key-0123456789\n")
-    wait_until(lambda: not opens(restarted, cookie), "the running door to drop sessions of the old key")
+    wait_until(lambda: not opens(restarted, cookie), what="the running door to drop sessions of the old key")
     assert requests.get(f"{restarted}/metadata/ping", headers={"x-api-key": KEY}).status_code == 401
     assert requests.get(f"{restarted}/metadata/ping", headers={"x-api-key": "a-brand-new-key-0123456789"}).ok
     assert opens(restarted, cookie_after_login(restarted, "a-brand-new-key-0123456789"))

@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import stat
 import threading
 from pathlib import Path
+
+from ..files import read_chunks, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +107,12 @@ def _same(info: os.stat_result, target: Path) -> bool:
 
 
 def _copy(origin: Path, target: Path, info: os.stat_result) -> bool:
-    staging = target.with_name(f".{target.name}.mfcolab-tmp")
     try:
-        with open(origin, "rb") as reader, open(staging, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1024 * 1024)
-        os.chmod(staging, FILE_MODE)
-        os.utime(staging, ns=(info.st_atime_ns, info.st_mtime_ns))
-        os.replace(staging, target)
+        with open(origin, "rb") as reader:
+            write_atomic(target, read_chunks(reader), FILE_MODE, durable=False)  # a copy: made again if lost
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     except OSError as exc:
         log.warning("datastore view: could not copy %s (%s); trying again later", origin, exc)
-        staging.unlink(missing_ok=True)
         return False
     return True
 
@@ -131,10 +128,7 @@ def write_shim(folder: Path) -> Path:
     _make_dir(folder)
     path = folder / "sitecustomize.py"
     if not path.is_file() or path.read_text() != SHIM:
-        staging = path.with_suffix(".tmp")
-        staging.write_text(SHIM)
-        staging.chmod(FILE_MODE)
-        staging.replace(path)
+        write_atomic(path, [SHIM.encode()], FILE_MODE)
     return folder
 
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..files import write_atomic
 from ..errors import ContainerError, MissingBinaryError
 from ..logfiles import open_log
 from ..settings import Settings
@@ -175,10 +176,7 @@ class Udocker:
             "",
         ])
         if not self.wrapper_path.exists() or self.wrapper_path.read_text() != script:
-            temporary = self.wrapper_path.with_suffix(".tmp")
-            temporary.write_text(script)
-            temporary.chmod(0o755)
-            temporary.replace(self.wrapper_path)
+            write_atomic(self.wrapper_path, [script.encode()], 0o755, durable=False)
 
     # images
 
