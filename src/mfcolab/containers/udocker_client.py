@@ -30,8 +30,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..files import write_atomic
 from ..errors import ContainerError, MissingBinaryError
+from ..files import write_atomic
 from ..logfiles import open_log
 from ..settings import Settings
 from ..supervisor.process import as_user, find_processes, stop_processes
