@@ -4,8 +4,10 @@ A value is content-addressed (its sha names its blob), so a shown value never ch
 results are kept in a small in-process cache keyed by (sha, mode). The web process reads
 each blob itself (`datastore.py`: in place, inside the datastore only) and hands the bytes
 to `value_worker.py`, which runs as the unprivileged viewer user in an empty chroot, with a
-memory, CPU and no-file-writes limit; a value that takes longer than `VALUE_SECONDS`
-gets the worker killed and an error entry, and the rest of the batch goes to a new worker.
+memory, CPU and no-file-writes limit, and without network (its own network namespace; where
+the kernel refuses one, the log says so once and values are still shown); a value that takes
+longer than `VALUE_SECONDS` gets the worker killed and an error entry, and the rest of the
+batch goes to a new worker.
 
 Results are `Shown(content=...)` or `Shown(error_id=..., detail=...)`, the contract's
 `postprocess_error` ids: `artifact-too-large`, `artifact-handle-failed`, `DataException`.
@@ -91,6 +93,7 @@ class ValueReader:
         self._jail: str | None = None
         self._ids: tuple[int, int] | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._network_reported = False
 
     async def show(self, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
         """The value of each blob (None: no blob recorded), in order."""
@@ -165,12 +168,14 @@ class ValueReader:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, limit=LINE_MAX, start_new_session=True,
         )
-        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdin is None or proc.stdout is None:
+            raise RuntimeError("the value worker was started without pipes")
         results: list[Shown] = []
         try:
             proc.stdin.write(json.dumps(header).encode() + b"\n" + b"".join(data for data, _ in batch))
             await proc.stdin.drain()
             proc.stdin.close()
+            self._note_network(await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS))
             while len(results) < len(batch):
                 line = await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS)
                 if not line:
@@ -189,6 +194,17 @@ class ValueReader:
                     pass
             await proc.wait()
         return results
+
+    def _note_network(self, line: bytes) -> None:
+        """The worker's first line: whether it could take its own network away (logged once)."""
+        try:
+            reason = json.loads(line).get("network") if line else None
+        except (ValueError, AttributeError):
+            reason = None
+        if reason and not self._network_reported:
+            self._network_reported = True
+            log.warning("artifact values: the viewer process keeps network access (%s); it still runs as %s "
+                        "in an empty root with no file writes", str(reason)[:200], VIEWER_USER)
 
     def close(self) -> None:
         if self._jail is not None:
