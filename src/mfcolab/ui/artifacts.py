@@ -53,10 +53,11 @@ def _error(shown: Shown) -> dict[str, Any]:
 
 async def _with_content(request: web.Request, response: web.Response) -> web.Response:
     """The page's artifacts with `content` or `postprocess_error` added."""
-    assert isinstance(response.body, bytes)
+    if response.status != 200 or not isinstance(response.body, bytes):
+        return response
     doc = json.loads(response.body)
     rows = doc.get("data")
-    if response.status != 200 or not isinstance(rows, list) or not rows:
+    if not isinstance(rows, list) or not rows:
         return response
     blobs = [blob_of(request, row["flow_id"], row["location"], row["sha"], row["ds_type"]) for row in rows]
     for row, shown in zip(rows, await context(request).values.show(blobs), strict=True):

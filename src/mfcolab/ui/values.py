@@ -168,10 +168,10 @@ class ValueReader:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, limit=LINE_MAX, start_new_session=True,
         )
-        if proc.stdin is None or proc.stdout is None:
-            raise RuntimeError("the value worker was started without pipes")
         results: list[Shown] = []
         try:
+            if proc.stdin is None or proc.stdout is None:
+                raise OSError("the viewer was started without pipes")
             proc.stdin.write(json.dumps(header).encode() + b"\n" + b"".join(data for data, _ in batch))
             await proc.stdin.drain()
             proc.stdin.close()
