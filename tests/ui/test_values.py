@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,11 +38,14 @@ def _store(root: Path, sha: str, payload: bytes) -> Blob:
 
 
 def _show(root: Path, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
-    reader = ValueReader(DatastoreRoots(root))
-    try:
-        return asyncio.run(reader.show(blobs, mode))
-    finally:
-        reader.close()
+    async def show() -> list[Shown]:
+        reader = ValueReader(DatastoreRoots(root))
+        try:
+            return await reader.show(blobs, mode)
+        finally:
+            await reader.close()
+
+    return asyncio.run(show())
 
 
 def test_values_errors_and_limits(tmp_path: Path) -> None:
@@ -129,10 +133,14 @@ def test_a_locked_in_worker_cannot_reach_the_network(tmp_path: Path) -> None:
 
         reader = ValueReader(DatastoreRoots(root))
         reader._jail = str(_jail_that_can_import(tmp_path / "jail", "socket"))
-        try:
-            [shown] = asyncio.run(reader.show([_store(root, "dd01", pickle.dumps(Connects()))]))
-        finally:
-            reader.close()
+
+        async def show() -> list[Shown]:
+            try:
+                return await reader.show([_store(root, "dd01", pickle.dumps(Connects()))])
+            finally:
+                await reader.close()
+
+        [shown] = asyncio.run(show())
         assert shown.error_id == "artifact-handle-failed", shown
         assert "OSError" in (shown.detail or ""), shown  # the connection failed; the import worked
         with pytest.raises(BlockingIOError):  # the worker has exited: a connection made would be queued
@@ -149,3 +157,31 @@ def test_a_worker_that_keeps_the_network_is_logged_once(tmp_path: Path, caplog: 
     assert [r.getMessage() for r in caplog.records] == [
         "artifact values: the viewer process keeps network access (unshare(CLONE_NEWNET): [Errno 1] nope); "
         f"it still runs as {values.VIEWER_USER} in an empty root with no file writes"]
+
+
+def test_values_asked_for_while_they_load_share_one_worker(tmp_path: Path) -> None:
+    """As on the run page: the DAG and the parameters are asked for at once; the first request
+    starts one worker for both, the second waits for it; asked again, both come from the cache."""
+    class Counting(ValueReader):
+        workers = 0
+
+        async def _run_worker(self, *args: Any) -> int:
+            self.workers += 1
+            return await super()._run_worker(*args)
+
+    root = tmp_path / "datastore"
+    graph, parameter = _store(root, "ee01", pickle.dumps({"start": ["end"]})), _store(root, "ee02", pickle.dumps(7))
+    reader = Counting(DatastoreRoots(root))
+
+    async def page() -> list[list[Shown]]:
+        try:
+            reader.prefetch([(graph, "json"), (parameter, "text")])
+            first = await asyncio.gather(reader.show_each([(graph, "json")]), reader.show_each([(parameter, "text")]))
+            again = await asyncio.gather(reader.show_each([(graph, "json")]), reader.show([parameter]))
+            return [*first, *again]
+        finally:
+            await reader.close()
+
+    shown = asyncio.run(page())
+    assert shown == [[Shown(content='{"start": ["end"]}')], [Shown(content="7")]] * 2
+    assert reader.workers == 1

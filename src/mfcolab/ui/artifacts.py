@@ -47,6 +47,26 @@ async def parameter_blobs(request: web.Request, ids: PathIds) -> list[tuple[str,
     return list(seen.items())
 
 
+GRAPH_ARTIFACT = "_graph_info"
+NOT_PARAMETERS = ("name", "script_name")  # artifacts of the _parameters task that are not parameters
+
+
+async def run_parameters(request: web.Request, ids: PathIds, *, graph: bool) -> tuple[Shown | None, list[tuple[str, Shown]]]:
+    """The run's graph (None when no `_graph_info` is stored here) and its parameters' values.
+    The run page asks for both at once: whichever request comes first starts one worker for all
+    of them, graph first, and each request waits only for what it answers (`graph` or not)."""
+    blobs = await parameter_blobs(request, ids)
+    graph_blob = dict(blobs).get(GRAPH_ARTIFACT)
+    named = [(name, blob) for name, blob in blobs if not name.startswith("_") and name not in NOT_PARAMETERS]
+    wanted = [(blob, "text") for _, blob in named]
+    values = context(request).values
+    if graph_blob is not None:
+        values.prefetch([(graph_blob, "json"), *wanted])
+    if graph:
+        return (None if graph_blob is None else (await values.show_each([(graph_blob, "json")]))[0]), []
+    return None, list(zip([name for name, _ in named], await values.show_each(wanted), strict=True))
+
+
 def _error(shown: Shown) -> dict[str, Any]:
     return {"id": shown.error_id, "detail": shown.detail}
 
