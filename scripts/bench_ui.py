@@ -330,6 +330,9 @@ def main() -> None:
             long_log = run_flow(env, tmp, tmp / "long_log_flow.py", "--lines", str(args.lines))
             settings = Settings.resolve(root=root, local=local, pg_port=pg_port)
             dsn = dsn_for(pg_port, credentials.db_password(settings))  # the superuser: it grows and copies the database
+            status = json.loads(mfcolab("status", *folders, "--json"))
+            web_pid = next(c["pid"] for c in status["components"] if c["name"] == "web")
+            rss_flows = memory(web_pid)
             say(f"growing the database: {args.runs} runs, a foreach of {args.width}")
             with psycopg2.connect(dsn) as db:
                 widen_foreach(db, "ForeachFlow", foreach, "square", args.width)
@@ -348,8 +351,6 @@ def main() -> None:
 
             ours = Client("mfcolab", f"http://127.0.0.1:{port}/api", {"x-api-key": key})
             theirs = Client("upstream", backend.url, {})
-            status = json.loads(mfcolab("status", *folders, "--json"))
-            web_pid = next(c["pid"] for c in status["components"] if c["name"] == "web")
             def restore() -> None:
                 restore_logs(root / "datastore", tmp / "datastore-upstream", "LongLogFlow")
 
@@ -390,7 +391,9 @@ def main() -> None:
     for client in (ours, theirs):
         print(f"{client.name}: the first log page held {client.first_log_rows} rows (of {min(1000, args.lines)} asked), "
               f"the download {client.downloaded_lines} of {args.lines} lines")
-    print(f"web process (front door, metadata service, UI API): RSS {rss_before[0]} MB before the pages, "
+    print(f"web process (front door, metadata service, UI API): RSS {rss_flows[0]} MB after the real flows, "
+          f"{rss_before[0]} MB once the database was grown, before the pages (live updates hear of every row "
+          f"inserted), "
           f"{rss_after[0]} MB after; peak {rss_after[1]} MB")
 
 
