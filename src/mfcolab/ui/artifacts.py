@@ -51,20 +51,28 @@ GRAPH_ARTIFACT = "_graph_info"
 NOT_PARAMETERS = ("name", "script_name")  # artifacts of the _parameters task that are not parameters
 
 
-async def run_parameters(request: web.Request, ids: PathIds, *, graph: bool) -> tuple[Shown | None, list[tuple[str, Shown]]]:
-    """The run's graph (None when no `_graph_info` is stored here) and its parameters' values.
-    The run page asks for both at once: whichever request comes first starts one worker for all
-    of them, graph first, and each request waits only for what it answers (`graph` or not)."""
+async def _parameters_task(request: web.Request, ids: PathIds) -> tuple[Blob | None, list[tuple[str, Blob | None]]]:
+    """The blobs of the run's graph and parameters, their values already loading in one worker
+    (graph first): the run page asks for `/dag` and `/parameters` at once, and the second
+    request waits for the worker the first one started."""
     blobs = await parameter_blobs(request, ids)
-    graph_blob = dict(blobs).get(GRAPH_ARTIFACT)
+    graph = dict(blobs).get(GRAPH_ARTIFACT)
     named = [(name, blob) for name, blob in blobs if not name.startswith("_") and name not in NOT_PARAMETERS]
-    wanted = [(blob, "text") for _, blob in named]
-    values = context(request).values
-    if graph_blob is not None:
-        values.prefetch([(graph_blob, "json"), *wanted])
-    if graph:
-        return (None if graph_blob is None else (await values.show_each([(graph_blob, "json")]))[0]), []
-    return None, list(zip([name for name, _ in named], await values.show_each(wanted), strict=True))
+    context(request).values.prefetch(([(graph, "json")] if graph is not None else []) + [(blob, "text") for _, blob in named])
+    return graph, named
+
+
+async def run_graph(request: web.Request, ids: PathIds) -> Shown | None:
+    """The run's `_graph_info` as JSON text; None when no such artifact is stored here."""
+    graph, _ = await _parameters_task(request, ids)
+    return None if graph is None else (await context(request).values.show_each([(graph, "json")]))[0]
+
+
+async def run_parameter_values(request: web.Request, ids: PathIds) -> list[tuple[str, Shown]]:
+    """(name, value as text) of each of the run's parameters."""
+    _, named = await _parameters_task(request, ids)
+    shown = await context(request).values.show_each([(blob, "text") for _, blob in named])
+    return [(name, value) for (name, _), value in zip(named, shown, strict=True)]
 
 
 def _error(shown: Shown) -> dict[str, Any]:

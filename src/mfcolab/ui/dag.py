@@ -9,7 +9,7 @@ from aiohttp import web
 from ..service.http import endpoint
 from ..service.inputs import path_ids
 from . import envelope, sql
-from .artifacts import run_parameters
+from .artifacts import run_graph
 from .context import context
 
 
@@ -19,7 +19,7 @@ async def run_dag(request: web.Request) -> web.Response:
     ctx = context(request)
     if await ctx.database.fetchval(sql.RUN_EXISTS.get(ids.run), *ids.params) is None:
         return envelope.missing(request, str(ids))
-    shown, _ = await run_parameters(request, ids, graph=True)
+    shown = await run_graph(request, ids)
     if shown is None:
         return envelope.missing(request, f"the graph of {ids}")
     if not shown.ok or shown.content is None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from ..service.http import endpoint
 from ..service.inputs import path_ids, path_text
 from . import envelope, lists, sql
-from .artifacts import run_parameters
+from .artifacts import run_parameter_values
 from .context import context
 
 
@@ -38,7 +38,7 @@ async def parameters(request: web.Request) -> web.Response:
     ctx = context(request)
     if await ctx.database.fetchval(sql.RUN_EXISTS.get(ids.run), *ids.params) is None:
         return envelope.missing(request, str(ids))
-    _, named = await run_parameters(request, ids, graph=False)
+    named = await run_parameter_values(request, ids)
     data = {name: {"value": value.content if value.ok else f"({value.error_id}: {value.detail})"}
             for name, value in named}
     return envelope.single(request, json.dumps(data))

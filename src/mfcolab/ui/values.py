@@ -9,7 +9,7 @@ the kernel refuses one, the log says so once and values are still shown); a valu
 longer than `VALUE_SECONDS` gets the worker killed and an error entry, and the rest of the
 batch goes to a new worker. A value being loaded is not loaded twice: a request that asks for
 it meanwhile waits for the same worker (the run page asks for its DAG and its parameters at
-once; `artifacts.run_parameters` starts one worker for both).
+once; `artifacts.py` starts one worker for both).
 
 Results are `Shown(content=...)` or `Shown(error_id=..., detail=...)`, the contract's
 `postprocess_error` ids: `artifact-too-large`, `artifact-handle-failed`, `DataException`.
