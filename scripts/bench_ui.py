@@ -2,7 +2,8 @@
 upstream's UI backend (metaflow-service 2.5.1, run natively as in tests/ui/oracle.py), side by
 side in one run:
 
-    home   /runs (30 rows) then each row's start-step metadata, over --runs runs
+    home   /runs (30 rows) then each row's start-step metadata, over --runs runs; and the same
+           number of requests to /version, the floor set by the requests themselves
     run    a run of a foreach with --width tasks: the run, steps, tasks fetched in full, the DAG,
            the start-step metadata, the parameters and the local-datastore probe
     task   a task whose stdout has --lines lines: the first log page, then the download
@@ -47,9 +48,9 @@ sys.path.insert(0, str(REPO / "tests" / "ui"))
 os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
 from oracle import UpstreamBackend, build_venv
 
-from mfcolab.postgres import pg_binary
+from mfcolab import credentials
+from mfcolab.postgres import dsn_for, pg_binary
 from mfcolab.settings import Settings
-from mfcolab.web.component import database_dsn
 
 BROWSER_CONNECTIONS = 6
 HOME_ROWS = 30
@@ -239,6 +240,14 @@ def home_page(client: Client) -> None:
     ])
 
 
+def home_floor(client: Client) -> None:
+    """The home page's requests in the same pattern (one, then two in a row per row, six at a
+    time) sent to `/version`, which reads nothing: the fixed cost of that many requests (this
+    client, HTTP, the web process), below which the home page cannot go."""
+    client.get("/version")
+    client.together(*[(lambda: (client.get("/version"), client.get("/version"))) for _ in range(HOME_ROWS)])
+
+
 def run_page(client: Client, flow: str, run: str, width: int) -> None:
     base = f"/flows/{flow}/runs/{run}"
     _, _, tasks, *_ = client.together(
@@ -320,7 +329,10 @@ def main() -> None:
             foreach = run_flow(env, tmp, FLOWS / "foreach_flow.py", "--width", "4")
             long_log = run_flow(env, tmp, tmp / "long_log_flow.py", "--lines", str(args.lines))
             settings = Settings.resolve(root=root, local=local, pg_port=pg_port)
-            dsn = database_dsn(settings)
+            dsn = dsn_for(pg_port, credentials.db_password(settings))  # the superuser: it grows and copies the database
+            status = json.loads(mfcolab("status", *folders, "--json"))
+            web_pid = next(c["pid"] for c in status["components"] if c["name"] == "web")
+            rss_flows = memory(web_pid)
             say(f"growing the database: {args.runs} runs, a foreach of {args.width}")
             with psycopg2.connect(dsn) as db:
                 widen_foreach(db, "ForeachFlow", foreach, "square", args.width)
@@ -339,13 +351,12 @@ def main() -> None:
 
             ours = Client("mfcolab", f"http://127.0.0.1:{port}/api", {"x-api-key": key})
             theirs = Client("upstream", backend.url, {})
-            status = json.loads(mfcolab("status", *folders, "--json"))
-            web_pid = next(c["pid"] for c in status["components"] if c["name"] == "web")
             def restore() -> None:
                 restore_logs(root / "datastore", tmp / "datastore-upstream", "LongLogFlow")
 
             pages: dict[str, Callable[[Client], Any]] = {
                 f"home ({args.runs} runs)": home_page,
+                "home's requests to /version": home_floor,
                 f"run (foreach of {args.width})": lambda c: run_page(c, "ForeachFlow", foreach, args.width),
                 f"task ({args.lines} log lines)": lambda c: task_page(
                     c, "LongLogFlow", long_log, str(log_task), args.lines, restore if c is theirs else lambda: None),
@@ -380,7 +391,9 @@ def main() -> None:
     for client in (ours, theirs):
         print(f"{client.name}: the first log page held {client.first_log_rows} rows (of {min(1000, args.lines)} asked), "
               f"the download {client.downloaded_lines} of {args.lines} lines")
-    print(f"web process (front door, metadata service, UI API): RSS {rss_before[0]} MB before the pages, "
+    print(f"web process (front door, metadata service, UI API): RSS {rss_flows[0]} MB after the real flows, "
+          f"{rss_before[0]} MB once the database was grown, before the pages (live updates hear of every row "
+          f"inserted), "
           f"{rss_after[0]} MB after; peak {rss_after[1]} MB")
 
 

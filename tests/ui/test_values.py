@@ -1,5 +1,6 @@
 """The value reader and its worker on hand-made blobs: what a locked-in worker shows, what it
-refuses, and what a worker that cannot drop privileges still shows (plain data only)."""
+refuses, that it has no network, and what a worker that cannot drop privileges still shows
+(plain data only)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import asyncio
 import gzip
 import os
 import pickle
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,11 +38,14 @@ def _store(root: Path, sha: str, payload: bytes) -> Blob:
 
 
 def _show(root: Path, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
-    reader = ValueReader(DatastoreRoots(root))
-    try:
-        return asyncio.run(reader.show(blobs, mode))
-    finally:
-        reader.close()
+    async def show() -> list[Shown]:
+        reader = ValueReader(DatastoreRoots(root))
+        try:
+            return await reader.show(blobs, mode)
+        finally:
+            await reader.close()
+
+    return asyncio.run(show())
 
 
 def test_values_errors_and_limits(tmp_path: Path) -> None:
@@ -87,3 +96,92 @@ def test_a_locked_in_worker_runs_as_the_viewer_user_in_an_empty_root(tmp_path: P
     uid, _gid = values.viewer_ids()
     assert uid != 0
     assert shown.content == f"({uid}, [])", shown  # the viewer user, and a filesystem with nothing in it
+
+
+def _jail_that_can_import(jail: Path, module: str) -> Path:
+    """An empty root holding just the files that importing `module` loads in a worker (on
+    Colab a preloaded package such as pandas brings the socket module along)."""
+    worker_imports = "import gzip, importlib, io, json, os, pickle, pickletools, resource, sys"
+    listing = subprocess.run(
+        [sys.executable, "-I", "-c", f"{worker_imports}\nbefore = set(sys.modules)\nimport {module}\n"
+         "print('\\n'.join(getattr(sys.modules[m], '__file__', None) or '' for m in set(sys.modules) - before))"],
+        capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listing.splitlines()):
+        target = jail / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(name, target)
+    for folder in [jail, *jail.rglob("*")]:
+        folder.chmod(0o755 if folder.is_dir() else 0o644)
+    return jail
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lock-in needs root")
+def test_a_locked_in_worker_cannot_reach_the_network(tmp_path: Path) -> None:
+    """A value whose unpickling connects to a listener on 127.0.0.1 gets an error entry and the
+    listener sees nothing. The worker's root holds the socket module, so only the network
+    namespace stands in the way."""
+    root = tmp_path / "datastore"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+
+        class Connects:
+            def __reduce__(self) -> tuple[object, ...]:
+                return (exec, (f"import socket\nsocket.socket().connect(('127.0.0.1', {port}))",))
+
+        reader = ValueReader(DatastoreRoots(root))
+        reader._jail = str(_jail_that_can_import(tmp_path / "jail", "socket"))
+
+        async def show() -> list[Shown]:
+            try:
+                return await reader.show([_store(root, "dd01", pickle.dumps(Connects()))])
+            finally:
+                await reader.close()
+
+        [shown] = asyncio.run(show())
+        assert shown.error_id == "artifact-handle-failed", shown
+        assert "OSError" in (shown.detail or ""), shown  # the connection failed; the import worked
+        with pytest.raises(BlockingIOError):  # the worker has exited: a connection made would be queued
+            listener.accept()
+
+
+def test_a_worker_that_keeps_the_network_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Where the kernel refuses a network namespace, the first worker's report is logged, once."""
+    reader = ValueReader(DatastoreRoots(tmp_path))
+    with caplog.at_level("WARNING", logger=values.__name__):
+        for line in (b'{"network": null}\n', b'{"network": "unshare(CLONE_NEWNET): [Errno 1] nope"}\n',
+                     b'{"network": "unshare(CLONE_NEWNET): [Errno 1] nope"}\n', b""):
+            reader._note_network(line)
+    assert [r.getMessage() for r in caplog.records] == [
+        "artifact values: the viewer process keeps network access (unshare(CLONE_NEWNET): [Errno 1] nope); "
+        f"it still runs as {values.VIEWER_USER} in an empty root with no file writes"]
+
+
+def test_values_asked_for_while_they_load_share_one_worker(tmp_path: Path) -> None:
+    """As on the run page: the DAG and the parameters are asked for at once; the first request
+    starts one worker for both, the second waits for it; asked again, both come from the cache."""
+    class Counting(ValueReader):
+        workers = 0
+
+        async def _run_worker(self, *args: Any) -> int:
+            self.workers += 1
+            return await super()._run_worker(*args)
+
+    root = tmp_path / "datastore"
+    graph, parameter = _store(root, "ee01", pickle.dumps({"start": ["end"]})), _store(root, "ee02", pickle.dumps(7))
+    reader = Counting(DatastoreRoots(root))
+
+    async def page() -> list[list[Shown]]:
+        try:
+            reader.prefetch([(graph, "json"), (parameter, "text")])
+            first = await asyncio.gather(reader.show_each([(graph, "json")]), reader.show_each([(parameter, "text")]))
+            again = await asyncio.gather(reader.show_each([(graph, "json")]), reader.show([parameter]))
+            return [*first, *again]
+        finally:
+            await reader.close()
+
+    shown = asyncio.run(page())
+    assert shown == [[Shown(content='{"start": ["end"]}')], [Shown(content="7")]] * 2
+    assert reader.workers == 1

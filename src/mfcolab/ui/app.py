@@ -86,4 +86,4 @@ def create_app(settings: Settings, database: Database | str) -> web.Application:
 
 async def _values_lifespan(app: web.Application) -> AsyncIterator[None]:
     yield
-    app[CONTEXT_KEY].values.close()
+    await app[CONTEXT_KEY].values.close()

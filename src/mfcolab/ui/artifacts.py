@@ -47,16 +47,45 @@ async def parameter_blobs(request: web.Request, ids: PathIds) -> list[tuple[str,
     return list(seen.items())
 
 
+GRAPH_ARTIFACT = "_graph_info"
+NOT_PARAMETERS = ("name", "script_name")  # artifacts of the _parameters task that are not parameters
+
+
+async def _parameters_task(request: web.Request, ids: PathIds) -> tuple[Blob | None, list[tuple[str, Blob | None]]]:
+    """The blobs of the run's graph and parameters, their values already loading in one worker
+    (graph first): the run page asks for `/dag` and `/parameters` at once, and the second
+    request waits for the worker the first one started."""
+    blobs = await parameter_blobs(request, ids)
+    graph = dict(blobs).get(GRAPH_ARTIFACT)
+    named = [(name, blob) for name, blob in blobs if not name.startswith("_") and name not in NOT_PARAMETERS]
+    context(request).values.prefetch(([(graph, "json")] if graph is not None else []) + [(blob, "text") for _, blob in named])
+    return graph, named
+
+
+async def run_graph(request: web.Request, ids: PathIds) -> Shown | None:
+    """The run's `_graph_info` as JSON text; None when no such artifact is stored here."""
+    graph, _ = await _parameters_task(request, ids)
+    return None if graph is None else (await context(request).values.show_each([(graph, "json")]))[0]
+
+
+async def run_parameter_values(request: web.Request, ids: PathIds) -> list[tuple[str, Shown]]:
+    """(name, value as text) of each of the run's parameters."""
+    _, named = await _parameters_task(request, ids)
+    shown = await context(request).values.show_each([(blob, "text") for _, blob in named])
+    return [(name, value) for (name, _), value in zip(named, shown, strict=True)]
+
+
 def _error(shown: Shown) -> dict[str, Any]:
     return {"id": shown.error_id, "detail": shown.detail}
 
 
 async def _with_content(request: web.Request, response: web.Response) -> web.Response:
     """The page's artifacts with `content` or `postprocess_error` added."""
-    assert isinstance(response.body, bytes)
+    if response.status != 200 or not isinstance(response.body, bytes):
+        return response
     doc = json.loads(response.body)
     rows = doc.get("data")
-    if response.status != 200 or not isinstance(rows, list) or not rows:
+    if not isinstance(rows, list) or not rows:
         return response
     blobs = [blob_of(request, row["flow_id"], row["location"], row["sha"], row["ds_type"]) for row in rows]
     for row, shown in zip(rows, await context(request).values.show(blobs), strict=True):

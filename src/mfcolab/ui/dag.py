@@ -9,10 +9,8 @@ from aiohttp import web
 from ..service.http import endpoint
 from ..service.inputs import path_ids
 from . import envelope, sql
-from .artifacts import parameter_blobs
+from .artifacts import run_graph
 from .context import context
-
-GRAPH_ARTIFACT = "_graph_info"
 
 
 @endpoint
@@ -21,10 +19,9 @@ async def run_dag(request: web.Request) -> web.Response:
     ctx = context(request)
     if await ctx.database.fetchval(sql.RUN_EXISTS.get(ids.run), *ids.params) is None:
         return envelope.missing(request, str(ids))
-    blobs = dict(await parameter_blobs(request, ids))
-    if blobs.get(GRAPH_ARTIFACT) is None:
+    shown = await run_graph(request, ids)
+    if shown is None:
         return envelope.missing(request, f"the graph of {ids}")
-    [shown] = await ctx.values.show([blobs[GRAPH_ARTIFACT]], mode="json")
     if not shown.ok or shown.content is None:
         return envelope.missing(request, f"a readable graph of {ids} ({shown.detail})")
     return envelope.single(request, shown.content)

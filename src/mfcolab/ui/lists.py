@@ -18,6 +18,5 @@ async def answer(request: web.Request, rows: str, columns: Columns, params: tupl
                             limit_default=limit_default, limit_max=limit_max)
     statement = sql.values_listing(rows, query) if plain_values else sql.listing(rows, query)
     record = await context(request).database.fetchrow(statement, *params, *query.params)
-    assert record is not None
-    data, count = record[0], record[1]
+    data, count = (record[0], record[1]) if record is not None else ("[]", 0)  # an aggregate: always one row
     return envelope.listing(request, data, query.page, count >= query.limit)

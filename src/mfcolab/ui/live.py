@@ -130,8 +130,13 @@ class Subscription:
         raise ApiError(400, f"no live resource at {path}")
 
     def filters(self, first: int) -> ListQuery:
-        assert self.live is not None
-        return ListQuery.parse(self.query, self.live.columns, first, default_order="-" + self.live.columns.key[0])
+        live = self._resource()
+        return ListQuery.parse(self.query, live.columns, first, default_order="-" + live.columns.key[0])
+
+    def _resource(self) -> LiveResource:
+        if self.live is None:
+            raise ApiError(400, f"{self.path} is not a live list: it has no rows to filter")
+        return self.live
 
     def may_hold(self, change: Change) -> bool:
         """False when the path alone rules the object out (saves a query); True may still be no."""
@@ -150,12 +155,12 @@ class Subscription:
 
     def statement(self, change: Change) -> tuple[str, tuple[Any, ...]]:
         """The route's rows narrowed by this subscription's filters and the change's keys."""
-        assert self.live is not None
         ids = self.ids
         params = ids.params if ids is not None else ()
-        rows = self.live.rows
+        rows = self._resource().rows
         if isinstance(rows, Keyed):
-            assert ids is not None
+            if ids is None:
+                raise ApiError(400, f"{self.path} names no run")
             rows = rows.get(ids.run, ids.task)
         query = self.filters(len(params) + 1)
         where = list(query.where)

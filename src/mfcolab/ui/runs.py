@@ -9,7 +9,7 @@ from aiohttp import web
 from ..service.http import endpoint
 from ..service.inputs import path_ids, path_text
 from . import envelope, lists, sql
-from .artifacts import parameter_blobs
+from .artifacts import run_parameter_values
 from .context import context
 
 
@@ -31,10 +31,6 @@ async def one_run(request: web.Request) -> web.Response:
     return envelope.missing(request, str(ids)) if text is None else envelope.single(request, text)
 
 
-# Artifacts of the _parameters task that are not parameters.
-NOT_PARAMETERS = ("name", "script_name")
-
-
 @endpoint
 async def parameters(request: web.Request) -> web.Response:
     """`{"<name>": {"value": "<text>"}}`; a value that cannot be shown has its reason as text."""
@@ -42,9 +38,7 @@ async def parameters(request: web.Request) -> web.Response:
     ctx = context(request)
     if await ctx.database.fetchval(sql.RUN_EXISTS.get(ids.run), *ids.params) is None:
         return envelope.missing(request, str(ids))
-    named = [(name, blob) for name, blob in await parameter_blobs(request, ids)
-             if not name.startswith("_") and name not in NOT_PARAMETERS]
-    shown = await ctx.values.show([blob for _, blob in named])
+    named = await run_parameter_values(request, ids)
     data = {name: {"value": value.content if value.ok else f"({value.error_id}: {value.detail})"}
-            for (name, _), value in zip(named, shown, strict=True)}
+            for name, value in named}
     return envelope.single(request, json.dumps(data))

@@ -127,23 +127,24 @@ STEP_FIELDS = Columns(
 # --- tasks: one row per attempt ---------------------------------------------------------------
 
 # Every attempt a task has a trace of: its start, its end, its verdict, its _task_ok artifact.
+# One read of the metadata for the three fields (sql/004_ui_indexes.sql holds just those rows).
 _ATTEMPT_EVENTS = f"""
-  SELECT m.task_id, {_ATTEMPT_OF_VALUE} AS attempt_id, m.ts_epoch AS started_at, NULL::bigint AS done_at,
-         NULL::bigint AS verdict_at, NULL::boolean AS ok
-  FROM metadata_v3 m WHERE m.flow_id = $1 AND RUN(m) AND STEPS(m) AND m.field_name = 'attempt'
-  UNION ALL
-  SELECT m.task_id, {_ATTEMPT_OF_VALUE}, NULL, m.ts_epoch, NULL, NULL
-  FROM metadata_v3 m WHERE m.flow_id = $1 AND RUN(m) AND STEPS(m) AND m.field_name = 'attempt-done'
-  UNION ALL
-  SELECT m.task_id, {_ATTEMPT_OF_TAGS}, NULL, NULL, m.ts_epoch, {_OK}
-  FROM metadata_v3 m WHERE m.flow_id = $1 AND RUN(m) AND STEPS(m) AND m.field_name = 'attempt_ok'
+  SELECT m.task_id,
+         CASE WHEN m.field_name = 'attempt_ok' THEN {_ATTEMPT_OF_TAGS} ELSE {_ATTEMPT_OF_VALUE} END AS attempt_id,
+         CASE WHEN m.field_name = 'attempt' THEN m.ts_epoch END AS started_at,
+         CASE WHEN m.field_name = 'attempt-done' THEN m.ts_epoch END AS done_at,
+         CASE WHEN m.field_name = 'attempt_ok' THEN m.ts_epoch END AS verdict_at,
+         CASE WHEN m.field_name = 'attempt_ok' THEN {_OK} END AS ok
+  FROM metadata_v3 m WHERE m.flow_id = $1 AND RUN(m) AND STEPS(m)
+    AND m.field_name IN ('attempt', 'attempt-done', 'attempt_ok')
   UNION ALL
   SELECT a.task_id, a.attempt_id, NULL, a.ts_epoch, NULL, NULL
   FROM artifact_v3 a WHERE a.flow_id = $1 AND RUN(a) AND STEPS(a) AND a.name = '_task_ok'
 """
 
 _TASK_ROWS = f"""
-WITH t AS (SELECT t.*, rh.last_heartbeat_ts AS run_heartbeat_ts FROM tasks_v3 t
+WITH t AS (SELECT t.flow_id, t.run_number, t.run_id, t.step_name, t.task_id, t.task_name, t.user_name, t.ts_epoch,
+    t.last_heartbeat_ts, rh.last_heartbeat_ts AS run_heartbeat_ts FROM tasks_v3 t
   LEFT JOIN runs_v3 rh ON rh.flow_id = t.flow_id AND rh.run_number = t.run_number
   WHERE t.flow_id = $1 AND RUN(t) AND STEPS(t) AND TASKS(t)),
 events AS ({_ATTEMPT_EVENTS}),

@@ -7,9 +7,12 @@ the batch on stdin (one JSON header line, then the blobs back to back), works in
 1. As started (root on Colab): read the whole batch, decompress each blob (bounded), and
    import the few allowed packages the pickles name (numpy, pandas...), found by reading the
    pickle opcodes without executing them.
-2. Lock itself in: chroot into an empty folder, drop to the unprivileged viewer user (no
-   supplementary groups), and set limits (no file writes, no new processes, bounded memory
-   and CPU). Only then unpickle, one value at a time, writing one JSON line per value.
+2. Lock itself in: a new network namespace of its own (no interface up, so no address is
+   reachable, 127.0.0.1 included), chroot into an empty folder, drop to the unprivileged viewer
+   user (no supplementary groups), and set limits (no file writes, no new processes, bounded
+   memory and CPU). Then write one JSON line, `{"network": null}`, or the reason the network
+   could not be taken away, and only then unpickle, one value at a time, writing one JSON
+   line per value.
 
 Started by a user that cannot switch users, it cannot lock itself in, so it unpickles only
 plain data (a restricted unpickler that refuses every global but a few value types).
@@ -43,6 +46,7 @@ PLAIN_GLOBALS = frozenset({
     ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
 })
 TEXT_MAX = 20_000  # characters of a value's text shown
+CLONE_NEWNET = 0x40000000  # os.CLONE_NEWNET from Python 3.12
 
 
 class PlainUnpickler(pickle.Unpickler):
@@ -90,13 +94,34 @@ def preload(packages: set[str]) -> None:
             pass
 
 
-def lock_in(jail: str, uid: int, gid: int, memory: int, cpu: int) -> None:
+def leave_network() -> str | None:
+    """Move into a new, empty network namespace; None when done, else why it could not be."""
+    unshare = getattr(os, "unshare", None)
+    try:
+        if unshare is not None:
+            unshare(CLONE_NEWNET)
+        else:  # Python 3.11
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWNET) != 0:
+                number = ctypes.get_errno()
+                raise OSError(number, os.strerror(number))
+    except (OSError, AttributeError) as exc:
+        return f"unshare(CLONE_NEWNET): {exc}"
+    return None
+
+
+def lock_in(jail: str, uid: int, gid: int, memory: int, cpu: int) -> str | None:
+    """Returns why the network could not be taken away, or None."""
+    network = leave_network()
     os.chroot(jail)
     os.chdir("/")
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
     limit_resources(memory, cpu)
+    return network
 
 
 def limit_resources(memory: int, cpu: int) -> None:
@@ -133,9 +158,10 @@ def main(argv: list[str]) -> None:
     locked = uid >= 0
     if locked:
         preload(set().union(*(named_packages(d) for d in unpacked if isinstance(d, bytes))))
-        lock_in(jail, uid, gid, memory, cpu)
+        answer({"network": lock_in(jail, uid, gid, memory, cpu)})
     else:
-        limit_resources(memory, cpu)
+        limit_resources(memory, cpu)  # plain data only: no code runs, so the network does not matter
+        answer({"network": None})
     for job, data in zip(jobs, unpacked, strict=True):
         if isinstance(data, OverflowError):
             answer({"error": "artifact-too-large", "detail": f"the value is larger than {limit} bytes unpacked"})

@@ -4,8 +4,12 @@ A value is content-addressed (its sha names its blob), so a shown value never ch
 results are kept in a small in-process cache keyed by (sha, mode). The web process reads
 each blob itself (`datastore.py`: in place, inside the datastore only) and hands the bytes
 to `value_worker.py`, which runs as the unprivileged viewer user in an empty chroot, with a
-memory, CPU and no-file-writes limit; a value that takes longer than `VALUE_SECONDS`
-gets the worker killed and an error entry, and the rest of the batch goes to a new worker.
+memory, CPU and no-file-writes limit, and without network (its own network namespace; where
+the kernel refuses one, the log says so once and values are still shown); a value that takes
+longer than `VALUE_SECONDS` gets the worker killed and an error entry, and the rest of the
+batch goes to a new worker. A value being loaded is not loaded twice: a request that asks for
+it meanwhile waits for the same worker (the run page asks for its DAG and its parameters at
+once; `artifacts.py` starts one worker for both).
 
 Results are `Shown(content=...)` or `Shown(error_id=..., detail=...)`, the contract's
 `postprocess_error` ids: `artifact-too-large`, `artifact-handle-failed`, `DataException`.
@@ -14,6 +18,7 @@ Results are `Shown(content=...)` or `Shown(error_id=..., detail=...)`, the contr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,8 @@ WORKER_CPU_SECONDS = 60
 CACHE_ENTRIES = 2048
 WORKERS_AT_ONCE = 4  # more requests for values wait: a flood of them cannot fork without bound
 LINE_MAX = 8 * 1024 * 1024
+CLOSE_SECONDS = 1.0  # at shutdown, what a worker reading its last lines is given before it is stopped
+Key = tuple[str, str, str]  # (flow_id, sha, mode): a value is content-addressed
 # Run as a script, not as a module of this package: importing the package would load the
 # whole web application (aiohttp, asyncpg) into every worker.
 WORKER = Path(__file__).with_name("value_worker.py")
@@ -87,35 +95,73 @@ def viewer_ids() -> tuple[int, int]:
 class ValueReader:
     def __init__(self, roots: DatastoreRoots) -> None:
         self.roots = roots
-        self._cache: OrderedDict[tuple[str, str, str], Shown] = OrderedDict()
+        self._cache: OrderedDict[Key, Shown] = OrderedDict()
         self._jail: str | None = None
         self._ids: tuple[int, int] | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._network_reported = False
+        self._loading: dict[Key, asyncio.Future[Shown]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def show(self, blobs: list[Blob | None], mode: str = "text") -> list[Shown]:
         """The value of each blob (None: no blob recorded), in order."""
-        results: list[Shown | None] = []
-        pending: list[tuple[int, Blob, bytes, bool]] = []
-        for index, blob in enumerate(blobs):
+        return await self.show_each([(blob, mode) for blob in blobs])
+
+    async def show_each(self, items: list[tuple[Blob | None, str]]) -> list[Shown]:
+        """The value of each (blob, mode), in order; returns once the worker it started, if any, is gone."""
+        known, batch = self._start(items)
+        shown = [value if isinstance(value, Shown) else await asyncio.shield(value) for value in known]
+        if batch is not None:
+            await asyncio.shield(batch)
+        return shown
+
+    def prefetch(self, items: list[tuple[Blob | None, str]]) -> list[Shown | asyncio.Future[Shown]]:
+        """Start loading every value not known yet, all in one worker, in the order given (a
+        value that another request is loading already is not loaded again); do not wait.
+        Returns what is known of each: its value, or the future that will hold it."""
+        return self._start(items)[0]
+
+    def _start(self, items: list[tuple[Blob | None, str]]) -> tuple[list[Shown | asyncio.Future[Shown]], asyncio.Task[None] | None]:
+        known: list[Shown | asyncio.Future[Shown]] = []
+        batch: list[tuple[Key, bytes, bool]] = []
+        for blob, mode in items:
             if blob is None:
-                results.append(Shown(error_id="DataException", detail="no value is stored for this artifact"))
+                known.append(Shown(error_id="DataException", detail="no value is stored for this artifact"))
                 continue
-            cached = self._cache.get((blob.flow_id, blob.sha, mode))
-            if cached is not None:
-                results.append(cached)
+            key = (blob.flow_id, blob.sha, mode)
+            seen = self._cache.get(key) or self._loading.get(key)
+            if seen is not None:
+                known.append(seen)
                 continue
             loaded = self._load(blob)
             if isinstance(loaded, Shown):
-                results.append(loaded)
+                known.append(loaded)
                 continue
-            results.append(None)
-            pending.append((index, blob, loaded[0], loaded[1]))
-        if pending:
-            shown = await self._run([(data, raw) for _, _, data, raw in pending], mode)
-            for (index, blob, _, _), result in zip(pending, shown, strict=True):
-                results[index] = result
-                self._remember((blob.flow_id, blob.sha, mode), result)
-        return [result for result in results if result is not None]
+            self._loading[key] = asyncio.get_running_loop().create_future()
+            known.append(self._loading[key])
+            batch.append((key, *loaded))
+        if not batch:
+            return known, None
+        task = asyncio.get_running_loop().create_task(self._load_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+        return known, task
+
+    async def _load_batch(self, batch: list[tuple[Key, bytes, bool]]) -> None:
+        def deliver(index: int, shown: Shown) -> None:
+            self._remember(batch[index][0], shown)
+            self._settle(batch[index][0], shown)
+
+        try:
+            await self._run([(data, raw, key[2]) for key, data, raw in batch], deliver)
+        finally:  # stopped part-way (cancelled at shutdown): nobody waits forever
+            for key, _, _ in batch:
+                self._settle(key, _failed("the viewer stopped before loading this value"))
+
+    def _settle(self, key: Key, shown: Shown) -> None:
+        future = self._loading.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(shown)
 
     def _load(self, blob: Blob) -> tuple[bytes, bool] | Shown:
         try:
@@ -132,21 +178,21 @@ class ValueReader:
             return Shown(error_id="DataException", detail=f"the stored value {blob.sha} cannot be read")
         return data, _is_raw(self.roots, path.with_name(blob.sha + "_meta"))
 
-    def _remember(self, key: tuple[str, str, str], shown: Shown) -> None:
+    def _remember(self, key: Key, shown: Shown) -> None:
         if not shown.lasting:
             return
         self._cache[key] = shown
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
 
-    async def _run(self, batch: list[tuple[bytes, bool]], mode: str) -> list[Shown]:
+    async def _run(self, batch: list[tuple[bytes, bool, str]], deliver: Callable[[int, Shown], None]) -> None:
+        """Every value of `batch` (data, raw, mode) to `deliver(index, shown)` as it comes."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(WORKERS_AT_ONCE)
-        results: list[Shown] = []
         async with self._slots:
-            while len(results) < len(batch):
-                results.extend(await self._run_worker(batch[len(results):], mode))
-        return results
+            done = 0
+            while done < len(batch):
+                done += await self._run_worker(batch[done:], functools.partial(_shifted, deliver, done))
 
     def _worker_args(self) -> list[str]:
         if self._ids is None:
@@ -157,30 +203,38 @@ class ValueReader:
         uid, gid = self._ids
         return [self._jail, str(uid), str(gid), str(WORKER_MEMORY), str(WORKER_CPU_SECONDS), str(VALUE_MAX)]
 
-    async def _run_worker(self, batch: list[tuple[bytes, bool]], mode: str) -> list[Shown]:
-        """Run one worker over `batch`; returns at least one result (the one that failed)."""
-        header = {"jobs": [{"size": len(data), "raw": raw, "mode": mode} for data, raw in batch]}
+    async def _run_worker(self, batch: list[tuple[bytes, bool, str]], deliver: Callable[[int, Shown], None]) -> int:
+        """Run one worker over `batch`; how many values it delivered (at least one: the one that failed)."""
+        header = {"jobs": [{"size": len(data), "raw": raw, "mode": mode} for data, raw, mode in batch]}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-I", str(WORKER), *self._worker_args(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, limit=LINE_MAX, start_new_session=True,
         )
-        assert proc.stdin is not None and proc.stdout is not None
-        results: list[Shown] = []
+        delivered = 0
+
+        def give(shown: Shown) -> None:
+            nonlocal delivered
+            deliver(delivered, shown)
+            delivered += 1
+
         try:
-            proc.stdin.write(json.dumps(header).encode() + b"\n" + b"".join(data for data, _ in batch))
+            if proc.stdin is None or proc.stdout is None:
+                raise OSError("the viewer was started without pipes")
+            proc.stdin.write(json.dumps(header).encode() + b"\n" + b"".join(data for data, _, _ in batch))
             await proc.stdin.drain()
             proc.stdin.close()
-            while len(results) < len(batch):
+            self._note_network(await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS))
+            while delivered < len(batch):
                 line = await asyncio.wait_for(proc.stdout.readline(), VALUE_SECONDS)
                 if not line:
-                    results.append(_failed("the viewer stopped while loading this value"))
+                    give(_failed("the viewer stopped while loading this value"))
                     break
-                results.append(_parse(line))
+                give(_parse(line))
         except TimeoutError:
-            results.append(_failed(f"the viewer took more than {VALUE_SECONDS:.0f} s to load this value"))
+            give(_failed(f"the viewer took more than {VALUE_SECONDS:.0f} s to load this value"))
         except (ValueError, OSError) as exc:  # an over-long line, a broken pipe
-            results.append(_failed(f"the viewer failed while loading this value: {exc}"))
+            give(_failed(f"the viewer failed while loading this value: {exc}"))
         finally:
             if proc.returncode is None:
                 try:
@@ -188,15 +242,36 @@ class ValueReader:
                 except ProcessLookupError:
                     pass
             await proc.wait()
-        return results
+        return delivered
 
-    def close(self) -> None:
+    def _note_network(self, line: bytes) -> None:
+        """The worker's first line: whether it could take its own network away (logged once)."""
+        try:
+            reason = json.loads(line).get("network") if line else None
+        except (ValueError, AttributeError):
+            reason = None
+        if reason and not self._network_reported:
+            self._network_reported = True
+            log.warning("artifact values: the viewer process keeps network access (%s); it still runs as %s "
+                        "in an empty root with no file writes", str(reason)[:200], VIEWER_USER)
+
+    async def close(self) -> None:
+        """Let the workers still running finish (a moment), stop the others, remove the empty root."""
+        if self._batches:
+            _, stuck = await asyncio.wait(self._batches, timeout=CLOSE_SECONDS)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         if self._jail is not None:
             try:
                 os.rmdir(self._jail)
             except OSError:
                 pass
             self._jail = None
+
+
+def _shifted(deliver: Callable[[int, Shown], None], offset: int, index: int, shown: Shown) -> None:
+    deliver(offset + index, shown)
 
 
 def _failed(detail: str) -> Shown:
