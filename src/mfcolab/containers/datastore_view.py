@@ -12,7 +12,9 @@ have written. So the real datastore is never bound into its container. Instead:
   Drive files are root 0600, so the unprivileged container user could not read them in place.
 - the shim: a `sitecustomize` module, bound read-only into the container, that turns a
   `shutil.move` out of the datastore into a copy. Without it the move would fail on the view's
-  permissions and the log request would fail with it.
+  permissions and the log request would fail with it. It also keeps the stand-in metadata that
+  Metaflow's client passes when it sizes a task's logs out of the client's disk cache, where it
+  would hide the task's artifacts from every later read.
 
 `docs/official-images.md` weighs this against a read-only bind and a shim alone.
 """
@@ -33,9 +35,11 @@ SHIM_DIR = "/opt/mfcolab"  # where the shim folder appears inside the container 
 SHIM_ROOT_ENV = "MFCOLAB_DATASTORE_ROOT"
 FILE_MODE, DIR_MODE = 0o644, 0o755
 # The module the container's Python imports at startup (before upstream's code).
-SHIM = '''"""mfcolab: a move out of the datastore is a copy; the datastore is never changed."""
+SHIM = '''"""mfcolab: a move out of the datastore is a copy; a task's artifacts stay readable once its logs were read."""
+import importlib.abc
 import os
 import shutil
+import sys
 
 _ROOT = os.path.realpath(os.environ.get("MFCOLAB_DATASTORE_ROOT", "") or "/nonexistent") + os.sep
 _move = shutil.move
@@ -55,6 +59,58 @@ def move(src, dst, *args, **kwargs):
 
 
 shutil.move = move
+
+# Metaflow's client asks for a task's log size with a stand-in for the task's metadata (no
+# artifacts), and FlowDataStore.get_task_datastore writes any metadata it is given into the
+# client's disk cache. Every later artifact read of that task then finds no artifacts (TypeError
+# in get_artifact_sizes), in every process. Metadata a caller passes in is kept out of the cache.
+_FLOW_DATASTORE = "metaflow.datastore.flow_datastore"
+_DATA_METADATA_POSITION = 4  # get_task_datastore(run_id, step_name, task_id, attempt, data_metadata, ...)
+
+
+def _keep_given_metadata_out_of_the_cache(module):
+    cls = getattr(module, "FlowDataStore", None)
+    original = getattr(cls, "get_task_datastore", None)
+    if original is None:
+        return
+
+    def get_task_datastore(self, *args, **kwargs):
+        given = kwargs.get("data_metadata")
+        if given is None and len(args) > _DATA_METADATA_POSITION:
+            given = args[_DATA_METADATA_POSITION]
+        cache = getattr(self, "_metadata_cache", None)
+        if given is None or cache is None:
+            return original(self, *args, **kwargs)
+        self._metadata_cache = None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self._metadata_cache = cache
+
+    cls.get_task_datastore = get_task_datastore
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != _FLOW_DATASTORE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                load = spec.loader.exec_module
+
+                def exec_module(module):
+                    load(module)
+                    _keep_given_metadata_out_of_the_cache(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+sys.meta_path.insert(0, _AfterImport())
 '''
 
 
