@@ -74,15 +74,15 @@ def test_the_shim_makes_a_move_out_of_the_datastore_a_copy(tmp_path: Path) -> No
     assert not (cache / "own").exists() and (cache / "moved").exists()  # other moves stay moves
 
 
-# What the UI backend's cache workers do for a task page: size the task's log (the log action),
-# then, in another process, size and load an artifact (the artifact action).
-READ_LOG_THEN_ARTIFACT = """
+# What the UI backend's cache workers do for a task page, each in its own process: size the
+# task's log (the log action), or size and load an artifact (the artifact action).
+READ = """
 import sys
 from metaflow import DataArtifact, Task, namespace
 namespace(None)
-pathspec, step = sys.argv[1], sys.argv[2]
-if step == "log":
-    print(Task(pathspec, attempt=0).stdout_size)
+pathspec, what = sys.argv[1], sys.argv[2]
+if what == "log":
+    print("log", Task(pathspec, attempt=0).stdout_size)
 else:
     try:
         artifact = DataArtifact(pathspec + "/alpha", attempt=0)
@@ -92,7 +92,7 @@ else:
 """
 
 
-def test_the_shim_keeps_an_artifact_readable_after_its_task_log_was_sized(tmp_path: Path) -> None:
+def test_the_shim_keeps_artifacts_readable_after_a_log_read_and_after_the_view_lagged(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("METAFLOW_")}
     env.update({"METAFLOW_DEFAULT_METADATA": "local", "METAFLOW_DEFAULT_DATASTORE": "local",
                 "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "datastore"), "USERNAME": "tester",
@@ -100,20 +100,35 @@ def test_the_shim_keeps_an_artifact_readable_after_its_task_log_was_sized(tmp_pa
     flow = Path(__file__).parent / "flows" / "linear_flow.py"
     subprocess.run([sys.executable, str(flow), "--no-pylint", "run", "--alpha", "7"], env=env, cwd=tmp_path,
                    check=True, capture_output=True, timeout=600)
-    task = next((tmp_path / "datastore" / ".metaflow" / "LinearFlow").glob("*/start/[0-9]*"))
-    pathspec = "/".join(task.parts[-4:])
+    run = next(path for path in (tmp_path / "datastore" / ".metaflow" / "LinearFlow").iterdir() if path.name.isdigit())
+    start, end = (next((run / step).glob("[0-9]*")) for step in ("start", "end"))
     shim = write_shim(tmp_path / "shim")
 
-    def read(cache: str, *, with_shim: bool) -> str:
-        run_env = {**env, "METAFLOW_CLIENT_CACHE_PATH": str(tmp_path / cache)}
+    def read(task: Path, what: str, *, with_shim: bool) -> str:
+        run_env = {**env, "METAFLOW_CLIENT_CACHE_PATH": str(tmp_path / f"cache-{with_shim}")}
         if with_shim:
             run_env.update({"PYTHONPATH": str(shim), "MFCOLAB_DATASTORE_ROOT": str(tmp_path / "datastore")})
-        for step in ("log", "artifact"):
-            out = subprocess.run([sys.executable, "-c", READ_LOG_THEN_ARTIFACT, pathspec, step], env=run_env,
-                                 check=True, capture_output=True, text=True, timeout=300).stdout
-        return out.strip()
+        return subprocess.run([sys.executable, "-c", READ, "/".join(task.parts[-4:]), what], env=run_env,
+                              check=True, capture_output=True, text=True, timeout=300).stdout.strip()
 
-    assert read("with-shim", with_shim=True) == "value True 7"
-    # Without the shim, Metaflow's client caches the log's stand-in metadata and loses the artifact.
-    # When this starts to pass, Metaflow has fixed it and the shim's cache guard can go.
-    assert read("without-shim", with_shim=False).startswith("TypeError"), "Metaflow no longer loses the artifact"
+    def lagging_view(task: Path, *, with_shim: bool) -> str:
+        """An artifact read while the task's files are not there yet, then again once they are."""
+        hidden = tmp_path / "hidden"
+        hidden.mkdir(exist_ok=True)
+        names = [path.name for path in task.glob("0.*") if not path.name.endswith(".log")]
+        for name in names:
+            (task / name).rename(hidden / name)
+        assert read(task, "artifact", with_shim=with_shim).startswith("TypeError")
+        for name in names:
+            (hidden / name).rename(task / name)
+        return read(task, "artifact", with_shim=with_shim)
+
+    assert read(start, "log", with_shim=True).startswith("log ")
+    assert read(start, "artifact", with_shim=True) == "value True 7"
+    assert lagging_view(end, with_shim=True) == "value True 7"
+    # Without the shim Metaflow's client caches metadata without artifacts, and the task's
+    # artifacts are gone for every later read. When these pass, Metaflow has fixed it and the
+    # shim's guard can go.
+    assert read(start, "log", with_shim=False).startswith("log ")
+    assert read(start, "artifact", with_shim=False).startswith("TypeError"), "Metaflow kept the artifact after a log read"
+    assert lagging_view(end, with_shim=False).startswith("TypeError"), "Metaflow kept the artifact after a lag"

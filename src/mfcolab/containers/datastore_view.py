@@ -12,9 +12,10 @@ have written. So the real datastore is never bound into its container. Instead:
   Drive files are root 0600, so the unprivileged container user could not read them in place.
 - the shim: a `sitecustomize` module, bound read-only into the container, that turns a
   `shutil.move` out of the datastore into a copy. Without it the move would fail on the view's
-  permissions and the log request would fail with it. It also keeps the stand-in metadata that
-  Metaflow's client passes when it sizes a task's logs out of the client's disk cache, where it
-  would hide the task's artifacts from every later read.
+  permissions and the log request would fail with it. It also keeps a task's metadata out of
+  Metaflow's client cache unless it lists artifacts: the client would otherwise cache the empty
+  stand-in it uses to size a task's logs (or a task the view does not have yet) and hide the
+  task's artifacts from every later read.
 
 `docs/official-images.md` weighs this against a read-only bind and a shim alone.
 """
@@ -60,39 +61,30 @@ def move(src, dst, *args, **kwargs):
 
 shutil.move = move
 
-# Metaflow's client asks for a task's log size with a stand-in for the task's metadata (no
-# artifacts), and FlowDataStore.get_task_datastore writes any metadata it is given into the
-# client's disk cache. Every later artifact read of that task then finds no artifacts (TypeError
-# in get_artifact_sizes), in every process. Metadata a caller passes in is kept out of the cache.
-_FLOW_DATASTORE = "metaflow.datastore.flow_datastore"
-_DATA_METADATA_POSITION = 4  # get_task_datastore(run_id, step_name, task_id, attempt, data_metadata, ...)
+# Metaflow's client keeps each task's metadata (its list of artifacts) in a disk cache shared by
+# every process. It also stores there a task whose metadata it did not read: the empty stand-in
+# it passes when it sizes the task's logs, and a task whose files are not (yet) in the view.
+# Every later artifact read of that task then finds no artifacts (TypeError in
+# get_artifact_sizes). A finished task always has artifacts, so metadata without any is not kept.
+_FILECACHE = "metaflow.client.filecache"
 
 
-def _keep_given_metadata_out_of_the_cache(module):
-    cls = getattr(module, "FlowDataStore", None)
-    original = getattr(cls, "get_task_datastore", None)
-    if original is None:
+def _keep_only_metadata_with_artifacts(module):
+    cls = getattr(module, "TaskMetadataCache", None)
+    store = getattr(cls, "store_metadata", None)
+    if store is None:
         return
 
-    def get_task_datastore(self, *args, **kwargs):
-        given = kwargs.get("data_metadata")
-        if given is None and len(args) > _DATA_METADATA_POSITION:
-            given = args[_DATA_METADATA_POSITION]
-        cache = getattr(self, "_metadata_cache", None)
-        if given is None or cache is None:
-            return original(self, *args, **kwargs)
-        self._metadata_cache = None
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            self._metadata_cache = cache
+    def store_metadata(self, run_id, step_name, task_id, attempt, metadata_dict):
+        if isinstance(metadata_dict, dict) and metadata_dict.get("objects"):
+            store(self, run_id, step_name, task_id, attempt, metadata_dict)
 
-    cls.get_task_datastore = get_task_datastore
+    cls.store_metadata = store_metadata
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != _FLOW_DATASTORE:
+        if name != _FILECACHE:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -103,7 +95,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
                 def exec_module(module):
                     load(module)
-                    _keep_given_metadata_out_of_the_cache(module)
+                    _keep_only_metadata_with_artifacts(module)
 
                 spec.loader.exec_module = exec_module
                 return spec
