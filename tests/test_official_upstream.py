@@ -257,7 +257,7 @@ def check_artifacts(stack: UpstreamStack, task: str, markers: list[Path]) -> Non
     """§3.1 #13, #17: the run's and the task's artifacts, values included, as the task page asks.
 
     The `probe` artifact runs code when unpickled: upstream's backend unpickles it to show its
-    value, in its container, as `mfcolab-box`. It reads nothing and writes nothing.
+    value, in its container, as `mfcolab-box`. It reads no secret and writes nothing outside its container.
     """
     run = task.rsplit("/steps/", 1)[0]
     assert stack.data(f"{run}/artifacts", ds_type="local", _limit=1)
