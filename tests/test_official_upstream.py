@@ -125,6 +125,7 @@ def test_upstream_code_behind_the_front_door_never_changes_the_datastore(
 
         # Real flows through the front door, with the `connect` profile.
         linear = run_id(stack.run_flow("linear_flow.py", "run"))
+        check_just_finished(stack, linear)
         foreach = run_id(stack.run_flow("foreach_flow.py", "run", "--width", str(FOREACH_WIDTH)))
         broken_run = stack.run_flow("broken_flow.py", "run", check=False)
         assert broken_run.returncode != 0
@@ -197,6 +198,17 @@ def check_runs(stack: UpstreamStack, runs: dict[str, str]) -> None:
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/parameters") == {
         "alpha": {"value": 3}, "label": {"value": "plain"}}
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/metadata", step_name="start")
+
+
+def check_just_finished(stack: UpstreamStack, run: str) -> None:
+    """A task's artifacts asked for as soon as the run ends, before the view's next cycle may have
+    copied them: the shim asks for a sync and waits, so every value shows (no cached error)."""
+    base = f"/flows/LinearFlow/runs/{run}/steps/end/tasks"
+    task = stack.data(base, postprocess="false")[0]["task_id"]
+    artifacts = stack.data(f"{base}/{task}/artifacts", attempt_id=0, postprocess="true", _limit=50)
+    assert {artifact["name"]: artifact.get("postprocess_error") for artifact in artifacts} == {
+        artifact["name"]: None for artifact in artifacts}
+    assert {artifact["name"]: artifact["content"] for artifact in artifacts}["alpha"] == "3"
 
 
 def check_foreach(stack: UpstreamStack, run: str) -> None:
