@@ -11,8 +11,8 @@ mfcolab's (`sql/`), so no migration container runs.
 
 Both run as an unprivileged system user (container_user.py). The metadata service gets no
 datastore at all; the UI backend sees a copy of it, at the datastore's own path, that it can
-read and not change, plus a shim that makes its moves out of the datastore copies
-(datastore_view.py, docs/official-images.md).
+read and not change, plus a shim that makes its moves out of the datastore copies and asks for
+a sync of the copy when it lacks a task (datastore_view.py, docs/official-images.md).
 """
 
 from __future__ import annotations
