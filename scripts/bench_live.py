@@ -36,7 +36,7 @@ os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcola
 from oracle import UpstreamBackend, build_venv
 
 from mfcolab.settings import Settings
-from mfcolab.web.server import database_dsn
+from mfcolab.web.component import database_dsn
 
 FLOW = "BenchLiveFlow"
 RESOURCE = f"/flows/{FLOW}/runs"

@@ -22,15 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# tests/ is on the test venv's path (scripts/setup --test)
+from crashtrials.components import ComponentStack
+from helpers import make_settings
+from mirror_helpers import execute, kill_postgres, start_archiving_postgres, switch_wal
 
-from helpers import make_settings  # noqa: E402
-from crashtrials.components import ComponentStack  # noqa: E402
-from mirror_helpers import execute, kill_postgres, start_archiving_postgres, switch_wal  # noqa: E402
-
-from mfcolab.replica import mirror as mirror_module  # noqa: E402
-from mfcolab.replica.mirror import Mirror, ShipReport  # noqa: E402
-from mfcolab.replica.restore import restore_if_needed  # noqa: E402
+from mfcolab.replica import mirror as mirror_module
+from mfcolab.replica.mirror import Mirror, ShipReport
+from mfcolab.replica.restore import restore_if_needed
 
 ROW_SQL = "SELECT g, repeat(md5(g::text), 4) || to_char(g, 'FM0000000000') AS body, now() AS ts FROM generate_series(%s, %s) g"
 

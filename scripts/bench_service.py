@@ -365,15 +365,6 @@ def _pings(url: str) -> bool:
         return False
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not come up within {timeout:.0f} s")
-
-
 # --- report -----------------------------------------------------------------------------------
 
 def report(pairs: list[tuple[Phase, Phase | None, list[float]]]) -> None:

@@ -49,7 +49,7 @@ from oracle import UpstreamBackend, build_venv
 
 from mfcolab.postgres import pg_binary
 from mfcolab.settings import Settings
-from mfcolab.web.server import database_dsn
+from mfcolab.web.component import database_dsn
 
 BROWSER_CONNECTIONS = 6
 HOME_ROWS = 30

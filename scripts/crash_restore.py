@@ -41,13 +41,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the trial code is test code
-
-from crashtrials.components import run_trial as component_trial  # noqa: E402
-from crashtrials.components import summary as component_summary  # noqa: E402
-from crashtrials.realstack import LOSS_TARGET_SECONDS, TrialResult, format_trial, run_trials, summary  # noqa: E402
-from helpers import make_settings  # noqa: E402
-from mirror_helpers import links_in  # noqa: E402
+# The trial code is test code: tests/ is on the test venv's path (scripts/setup --test).
+from crashtrials.components import run_trial as component_trial
+from crashtrials.components import summary as component_summary
+from crashtrials.realstack import LOSS_TARGET_SECONDS, TrialResult, format_trial, run_trials, summary
+from helpers import make_settings
+from mirror_helpers import links_in
 
 
 def main() -> int:

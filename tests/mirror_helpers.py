@@ -16,11 +16,11 @@ from typing import Any
 import psycopg2
 
 from helpers import wait_until
-from mfcolab.supervisor import boot
-from mfcolab.replica import snapshots
-from mfcolab.replica.mirror import archive_options
 from mfcolab.postgres import Postgres
+from mfcolab.replica import layout
+from mfcolab.replica.mirror import archive_options
 from mfcolab.settings import Settings
+from mfcolab.supervisor import boot
 
 PASSWORD = "crash-password"
 
@@ -37,7 +37,7 @@ def links_in(folder: Path) -> list[str]:
 
 
 def temp_files_in(folder: Path) -> list[str]:
-    return [name for _parent, _dirs, files in os.walk(folder) for name in files if snapshots.is_temp(name)]
+    return [name for _parent, _dirs, files in os.walk(folder) for name in files if layout.is_temp(name)]
 
 
 def start_archiving_postgres(settings: Settings) -> Postgres:

@@ -19,7 +19,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
+
 from helpers import free_port, wait_until
+from mfcolab.containers.component import ContainerComponent
+from mfcolab.containers.images import ImageRef, resolve_image
+from mfcolab.containers.pulls import PullProgress, print_progress
+from mfcolab.containers.udocker_client import ContainerSpec, Udocker, container_processes
+from mfcolab.errors import ContainerError, MissingBinaryError, PortBusyError
+from mfcolab.supervisor.component import port_is_free
+from mfcolab.supervisor.process import pid_alive
 from registry.fixtures import (
     BUSYBOX,
     PYWEB,
@@ -28,21 +36,6 @@ from registry.fixtures import (
     start_healthy,
 )
 from registry.server import Registry
-
-from mfcolab.supervisor.component import port_is_free
-from mfcolab.containers.runtime import (
-    ContainerComponent,
-    ContainerSpec,
-    ImageRef,
-    PullProgress,
-    Udocker,
-    container_processes,
-    print_progress,
-    resolve_image,
-)
-from mfcolab.errors import ContainerError, MissingBinaryError, PortBusyError
-from mfcolab.supervisor.process import pid_alive
-
 
 
 def pyweb_spec(port: int, *, name: str = "pyweb", volume: Path | None = None, **env: str) -> ContainerSpec:

@@ -4,18 +4,16 @@ and the scheme of the browser's request believed only from a proxy on this machi
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 import requests
 from aiohttp import web
-from test_frontdoor import INDEX_HTML, KEY, ServerThread, metadata_subapp, with_key
 
+from frontdoor_helpers import INDEX_HTML, KEY, ServerThread, door_on, metadata_subapp, non_loopback_address, with_key
 from mfcolab.web.auth import COOKIE
-from mfcolab.web.frontdoor import create_app, make_runner
+from mfcolab.web.frontdoor import create_app
 
 
 def ui_api() -> web.Application:
@@ -89,38 +87,6 @@ def test_the_ui_websocket_needs_the_key_or_the_cookie(door: str) -> None:
 
 
 # ---------------------------------------------------------------- forwarded scheme
-
-
-def non_loopback_address() -> str:
-    """This machine's address on its default route (a UDP connect sends nothing)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect(("192.0.2.1", 9))
-        address = str(probe.getsockname()[0])
-    except OSError:
-        address = ""
-    finally:
-        probe.close()
-    if not address or address.startswith("127."):
-        pytest.skip("this machine has no non-loopback IPv4 address")
-    return address
-
-
-@contextlib.contextmanager
-def door_on(host: str) -> Iterator[str]:
-    servers = ServerThread()
-
-    async def start() -> str:
-        runner = make_runner(create_app(KEY, metadata_subapp()))
-        await runner.setup()
-        await web.TCPSite(runner, host, 0).start()
-        servers.runners.append(runner)
-        return f"http://{host}:{runner.addresses[0][1]}"
-
-    try:
-        yield str(servers.call(start()))
-    finally:
-        servers.close()
 
 
 def cookie_attributes(answer: requests.Response) -> list[str]:

@@ -19,8 +19,9 @@ import pytest
 
 from crashtrials.components import ComponentStack
 from helpers import make_settings, wait_until
-from mfcolab.replica import snapshots, walfile
 from mfcolab.errors import SnapshotError
+from mfcolab.replica import layout, walfile
+from mfcolab.replica.manifest import load_manifest, save_manifest
 from mfcolab.replica.mirror import Mirror
 from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
@@ -54,10 +55,10 @@ def _copy(shipped_root: Path, tmp_path: Path) -> Settings:
 def _rewrite_base(settings: Settings, change: Callable[[tarfile.TarFile], None], drop: tuple[str, ...] = ()) -> None:
     """Rebuild the generation's base.tar.gz: its members (less those named in `drop`), then what `change` adds;
     the manifest is updated to the new size, as a writer of the root folder would."""
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     assert manifest is not None
     generation = manifest.generations[-1]
-    path = snapshots.base_dir(settings, generation.id) / "base.tar.gz"
+    path = layout.base_dir(settings, generation.id) / "base.tar.gz"
     buffer = io.BytesIO()
     with tarfile.open(path, "r:gz") as old, tarfile.open(fileobj=buffer, mode="w:gz") as new:
         for member in old.getmembers():
@@ -66,7 +67,7 @@ def _rewrite_base(settings: Settings, change: Callable[[tarfile.TarFile], None],
         change(new)
     path.write_bytes(buffer.getvalue())
     generation.files["base.tar.gz"] = len(buffer.getvalue())
-    snapshots.save_manifest(settings, manifest)
+    save_manifest(settings, manifest)
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -149,11 +150,11 @@ def test_restore_writes_its_own_configuration_over_the_archives(shipped_root: Pa
 
 
 def _segments(settings: Settings) -> list[Path]:
-    return sorted(path for path in snapshots.wal_dir(settings, _system(settings)).iterdir() if snapshots.is_segment(path.name[:-3]))
+    return sorted(path for path in layout.wal_dir(settings, _system(settings)).iterdir() if layout.is_segment(path.name[:-3]))
 
 
 def _system(settings: Settings) -> str:
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     assert manifest is not None
     return manifest.generations[-1].system_identifier
 
@@ -171,18 +172,18 @@ def test_restore_stops_the_wal_at_a_short_or_foreign_segment(shipped_root: Path,
     description = restore_if_needed(settings, progress=lines.append)
     assert description is not None and f"WAL through {kept.name[:-3]}" in description
     assert any(f"WAL ends early at {bad.name[:-3]}" in line for line in lines)
-    assert not (snapshots.restore_wal_dir(settings) / bad.name[:-3]).exists()
+    assert not (layout.restore_wal_dir(settings) / bad.name[:-3]).exists()
 
 
 def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_root: Path, tmp_path: Path) -> None:
     settings = _copy(shipped_root, tmp_path)
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     assert manifest is not None
     generation = manifest.generations[-1]
-    path = snapshots.base_dir(settings, generation.id) / "pg_wal.tar.gz"
+    path = layout.base_dir(settings, generation.id) / "pg_wal.tar.gz"
     buffer = io.BytesIO()
     with tarfile.open(path, "r:gz") as old, tarfile.open(fileobj=buffer, mode="w:gz") as new:
-        segments = [member for member in old.getmembers() if snapshots.is_segment(member.name)]
+        segments = [member for member in old.getmembers() if layout.is_segment(member.name)]
         assert segments
         for member in old.getmembers():
             content = old.extractfile(member) if member.isreg() else None
@@ -192,7 +193,7 @@ def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_roo
             new.addfile(member, content)
     path.write_bytes(buffer.getvalue())
     generation.files["pg_wal.tar.gz"] = len(buffer.getvalue())
-    snapshots.save_manifest(settings, manifest)
+    save_manifest(settings, manifest)
     with pytest.raises(SnapshotError, match="a segment has"):
         restore_if_needed(settings, progress=lambda line: None)
 
@@ -222,10 +223,10 @@ def test_mirror_refuses_a_staged_symlink_and_ships_the_real_segment_after_it(
             execute(pg.dsn, "SELECT pg_switch_wal()")
         wait_until(lambda: not planted.is_symlink(), timeout=60, what="the real segment to replace the link")
         mirror.sync_once()
-        piece = snapshots.wal_dir(settings, _system(settings)) / snapshots.wal_piece(name)
+        piece = layout.wal_dir(settings, _system(settings)) / layout.wal_piece(name)
         shipped = gzip.decompress(piece.read_bytes())
         assert b"the key" not in shipped
-        _timeline, segno = snapshots.parse_segment(name, len(shipped))
+        _timeline, segno = layout.parse_segment(name, len(shipped))
         walfile.check_segment(piece, shipped, len(shipped), segno, _system(settings))
     finally:
         kill_postgres(pg)

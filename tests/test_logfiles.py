@@ -11,12 +11,12 @@ from pathlib import Path
 
 import requests
 from aiohttp import web
-from helpers import wait_until
-from test_frontdoor import KEY, ServerThread
 
-from mfcolab.web.frontdoor import create_app
+from frontdoor_helpers import KEY, ServerThread
+from helpers import wait_until
 from mfcolab.logfiles import open_log, quiet_repeated_errors, rotate_if_large
 from mfcolab.supervisor.process import ManagedProcess
+from mfcolab.web.frontdoor import create_app
 
 WRITER = "import sys, time\nfor i in range(100000):\n    print('line', i, 'x' * 200, flush=True)\n    time.sleep(0.001)\n"
 

@@ -13,19 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashtrials.components import ComponentStack, TrialResult, dump, mirror_logs_dir, run_trial, summary
-from mirror_helpers import (execute, kill_postgres, killed_rsync_leftover, links_in, start_archiving_postgres, switch_wal,
-                            temp_files_in)
 
+from crashtrials.components import ComponentStack, TrialResult, dump, mirror_logs_dir, run_trial, summary
 from helpers import make_settings, wait_until
-from mfcolab.replica import basebackup, snapshots
 from mfcolab.errors import SnapshotError
-from mfcolab.replica import mirror as mirror_module
-from mfcolab.replica.mirror import Mirror
 from mfcolab.postgres import Postgres
+from mfcolab.replica import basebackup, layout
+from mfcolab.replica import mirror as mirror_module
+from mfcolab.replica.manifest import load_manifest
+from mfcolab.replica.mirror import Mirror
 from mfcolab.replica.restore import list_generations, restore_if_needed
 from mfcolab.settings import Settings
 from mfcolab.supervisor.status_view import render
+from mirror_helpers import execute, kill_postgres, killed_rsync_leftover, links_in, start_archiving_postgres, switch_wal, temp_files_in
 
 
 def test_mirror_crash_torture_every_trial_restores(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_mirror_sync_once_ships_segments_and_an_idle_database_writes_nothing(tmp
         name = switch_wal(settings, pg.dsn)
         report = mirror.sync_once()
         assert report.segments >= 1
-        assert (snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)).is_file()
+        assert (layout.wal_dir(settings, _system_id(pg.dsn)) / layout.wal_piece(name)).is_file()
         assert not (settings.wal_staging_dir / name).exists()
         before = _tree(settings.root)
         idle = mirror.sync_once()
@@ -94,7 +94,7 @@ def test_mirror_start_loop_ships_without_being_called(tmp_path: Path) -> None:
         wait_until(lambda: mirror.info().get("generation") is not None, 60, what="the first base")
         execute(pg.dsn, "CREATE TABLE t (x INT)")
         name = switch_wal(settings, pg.dsn)
-        piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
+        piece = layout.wal_dir(settings, _system_id(pg.dsn)) / layout.wal_piece(name)
         wait_until(piece.is_file, 60, what="the loop to ship the segment")
         assert mirror.healthy()
     finally:
@@ -117,12 +117,12 @@ def test_mirror_retention_keeps_the_newest_generations(tmp_path: Path) -> None:
         kept = [g.id for g in list_generations(settings)]
         assert kept == made[-2:]
         assert sorted(p.name for p in (settings.snapshots_dir / "base").iterdir()) == kept
-        manifest = snapshots.load_manifest(settings)
+        manifest = load_manifest(settings)
         assert manifest is not None
         oldest = manifest.generations[0]
-        for piece in snapshots.wal_dir(settings, oldest.system_identifier).iterdir():
-            if snapshots.is_segment(piece.name.split(".")[0]):
-                assert snapshots.parse_segment(piece.name.split(".")[0], oldest.segment_size)[1] >= oldest.start_segment
+        for piece in layout.wal_dir(settings, oldest.system_identifier).iterdir():
+            if layout.is_segment(piece.name.split(".")[0]):
+                assert layout.parse_segment(piece.name.split(".")[0], oldest.segment_size)[1] >= oldest.start_segment
     finally:
         pg.stop(20)
 
@@ -142,18 +142,18 @@ def test_mirror_killed_rsync_leftovers_are_ignored_by_restore_and_removed_at_mir
         mirror.sync_once()
     finally:
         kill_postgres(pg)
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     assert manifest is not None
     shipped = manifest.generations[-1]
-    wal = snapshots.wal_dir(settings, shipped.system_identifier)
+    wal = layout.wal_dir(settings, shipped.system_identifier)
     # the segment after the last shipped one, and a piece of a base: both cut off mid-file
-    timeline, segno = snapshots.parse_segment(name, shipped.segment_size)
-    next_piece = snapshots.wal_piece(snapshots.format_segment(timeline, segno + 1, shipped.segment_size))
+    timeline, segno = layout.parse_segment(name, shipped.segment_size)
+    next_piece = layout.wal_piece(layout.format_segment(timeline, segno + 1, shipped.segment_size))
     leftovers = [killed_rsync_leftover(tmp_path, wal, next_piece),
-                 killed_rsync_leftover(tmp_path, snapshots.base_dir(settings, generation), "base.tar.gz")]
-    assert all(snapshots.is_temp(path.name) for path in leftovers)
+                 killed_rsync_leftover(tmp_path, layout.base_dir(settings, generation), "base.tar.gz")]
+    assert all(layout.is_temp(path.name) for path in leftovers)
     shutil.rmtree(settings.local)
-    snapshots.manifest_path(settings).write_text("{ truncated")  # and the manifest lost, too
+    layout.manifest_path(settings).write_text("{ truncated")  # and the manifest lost, too
     assert restore_if_needed(settings, progress=lambda line: None) is not None
     stack = ComponentStack(settings)
     stack.up()
@@ -225,7 +225,7 @@ def test_mirror_works_on_a_root_folder_that_refuses_links(tmp_path: Path) -> Non
     placed = {(who, Path(path).name.endswith(".gz")) for what, who, path in lines if what == "renamed-file"}
     assert ("rsync", True) in placed
     mirror_renamed = {Path(path).name for what, who, path in lines if what == "renamed-file" and who != "rsync"}
-    assert mirror_renamed == {snapshots.MANIFEST, snapshots.WRITER_CLAIM}
+    assert mirror_renamed == {layout.MANIFEST, layout.WRITER_CLAIM}
     assert links_in(settings.root) == []
     shutil.rmtree(settings.local)
     restore_child = "from mfcolab.settings import Settings\nfrom mfcolab.replica.restore import restore_if_needed\nprint(restore_if_needed(Settings.resolve()))"
@@ -262,7 +262,7 @@ def test_mirror_failing_writes_keep_the_last_good_state_and_recover(tmp_path: Pa
         execute(pg.dsn, "CREATE TABLE marks (label TEXT)")
         mirror = Mirror(settings, pg.dsn)
         good = mirror.snapshot().generation
-        manifest_before = snapshots.manifest_path(settings).read_bytes()
+        manifest_before = layout.manifest_path(settings).read_bytes()
         execute(pg.dsn, "INSERT INTO marks VALUES ('while-failing')")
         name = switch_wal(settings, pg.dsn)
         _remount(tmpfs_root, "ro")
@@ -272,7 +272,7 @@ def test_mirror_failing_writes_keep_the_last_good_state_and_recover(tmp_path: Pa
                 mirror.sync_once()
         assert mirror.info()["state"] == "failing" and "Read-only" in mirror.info()["reason"]
         assert not mirror.healthy()
-        assert snapshots.manifest_path(settings).read_bytes() == manifest_before
+        assert layout.manifest_path(settings).read_bytes() == manifest_before
         assert [g.id for g in list_generations(settings)] == [good]
         assert (settings.wal_staging_dir / name).exists()  # kept until it ships
         _remount(tmpfs_root, "rw")
@@ -379,11 +379,11 @@ def test_mirror_ships_wal_while_a_routine_base_uploads(archiving: Archiving, bas
     name = switch_wal(settings, pg.dsn)
     during = mirror.sync_once()
     assert during.segments >= 1 and during.generation is None
-    piece = snapshots.wal_dir(settings, _system_id(pg.dsn)) / snapshots.wal_piece(name)
+    piece = layout.wal_dir(settings, _system_id(pg.dsn)) / layout.wal_piece(name)
     assert piece.is_file()
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     assert manifest is not None and [g.id for g in manifest.generations] == [first]
-    segno = snapshots.parse_segment(name, manifest.generations[0].segment_size)[1]
+    segno = layout.parse_segment(name, manifest.generations[0].segment_size)[1]
     assert manifest.end_segment(manifest.generations[0]) >= segno  # the shipped WAL is named
     assert render_mirror(mirror)[1] == f"mirror: new base {uploading} uploading (WAL keeps shipping meanwhile)"
 
@@ -425,12 +425,12 @@ def test_mirror_failing_routine_base_is_retried_and_wal_keeps_shipping(archiving
     report = mirror.sync_once()
     assert report.segments >= 1 and "new_base" not in mirror.info()  # no new attempt before the backoff ends
     assert [g.id for g in list_generations(settings)] == [archiving.first]
-    assert not snapshots.outbox_dir(settings).joinpath("base").exists()
-    assert not snapshots.base_outbox_dir(settings).joinpath("base").exists()
+    assert not layout.outbox_dir(settings).joinpath("base").exists()
+    assert not layout.base_outbox_dir(settings).joinpath("base").exists()
 
 
 def _staged_segments(settings: Settings) -> list[str]:
-    return [name for name in os.listdir(settings.wal_staging_dir) if snapshots.is_segment(name)]
+    return [name for name in os.listdir(settings.wal_staging_dir) if layout.is_segment(name)]
 
 
 def render_mirror(mirror: Mirror) -> list[str]:

@@ -14,7 +14,17 @@ import aiohttp
 import pytest
 import requests
 from aiohttp import web
+
 from helpers import free_port, make_settings, wait_until
+from mfcolab import credentials, schema
+from mfcolab.containers import official
+from mfcolab.containers.component import ContainerComponent
+from mfcolab.containers.official import Database
+from mfcolab.containers.udocker_client import container_processes
+from mfcolab.errors import ConfigError, ContainerError
+from mfcolab.supervisor.assembly import build_components
+from mfcolab.web.frontdoor import create_app
+from mfcolab.web.proxy import Upstream
 from registry.fixtures import (
     INDEX_HTML,
     MAIN_JS,
@@ -23,14 +33,6 @@ from registry.fixtures import (
     system_proot,
 )
 from registry.server import Registry
-
-from mfcolab import credentials, schema
-from mfcolab.containers import official
-from mfcolab.supervisor.assembly import build_components
-from mfcolab.containers.runtime import ContainerComponent, container_processes
-from mfcolab.errors import ConfigError, ContainerError
-from mfcolab.web.frontdoor import Upstream, create_app
-from mfcolab.containers.official import Database
 
 KEY = "official-test-key-4c2b"
 DSN = "postgresql://postgres:pw%2Fwith%40chars@127.0.0.1:15999/postgres"

@@ -21,7 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+
 from helpers import free_port, wait_until
+from mfcolab.containers.udocker_client import container_processes
+from mfcolab.supervisor.component import port_is_free
+from mfcolab.supervisor.process import find_processes
+from mfcolab.web.auth import COOKIE
 from registry.fixtures import (
     INDEX_HTML,
     MAIN_JS,
@@ -30,11 +35,6 @@ from registry.fixtures import (
 )
 from registry.server import Registry
 from stack_helpers import Stack, mfcolab
-
-from mfcolab.web.auth import COOKIE
-from mfcolab.supervisor.component import port_is_free
-from mfcolab.containers.runtime import container_processes
-from mfcolab.supervisor.process import find_processes
 
 pytestmark = pytest.mark.slow
 

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crashtrials.components import ComponentStack, Writer
-from mirror_helpers import execute, kill_postgres, links_in, start_archiving_postgres, switch_wal
 
+from crashtrials.components import ComponentStack, Writer
 from helpers import make_settings, wait_until
-from stack_helpers import mfcolab
-from mfcolab.replica import snapshots
 from mfcolab.errors import ConfigError, SnapshotError, StackStateError
+from mfcolab.replica import layout
 from mfcolab.replica.mirror import Mirror
 from mfcolab.replica.restore import list_generations, parse_until, restore, restore_if_needed
 from mfcolab.settings import Settings
+from mirror_helpers import execute, kill_postgres, links_in, start_archiving_postgres, switch_wal
+from stack_helpers import mfcolab
 
 
 def _table(dsn: str) -> None:
@@ -155,7 +155,7 @@ def test_restore_if_needed_keeps_a_local_database(tmp_path: Path) -> None:
     pg.stop(20)
     description = restore_if_needed(settings, progress=lambda line: None)
     assert description is not None and description.startswith("kept the local database")
-    assert not snapshots.restore_wal_dir(settings).exists()
+    assert not layout.restore_wal_dir(settings).exists()
 
 
 def test_restore_if_needed_without_snapshots_returns_none(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_restore_if_needed_falls_back_when_the_newest_base_is_damaged(tmp_path: 
     assert older and newer
     kill_postgres(pg)
     shutil.rmtree(settings.local)
-    base = snapshots.base_dir(settings, newer) / "base.tar.gz"
+    base = layout.base_dir(settings, newer) / "base.tar.gz"
     base.write_bytes(base.read_bytes()[: base.stat().st_size // 2])
     lines: list[str] = []
     description = restore_if_needed(settings, progress=lines.append)
@@ -201,7 +201,7 @@ def test_restore_reads_a_root_folder_whose_manifest_is_lost(tmp_path: Path) -> N
     mirror.sync_once()
     kill_postgres(pg)
     shutil.rmtree(settings.local)
-    snapshots.manifest_path(settings).write_text("{ truncated")
+    layout.manifest_path(settings).write_text("{ truncated")
     assert restore_if_needed(settings, progress=lambda line: None) is not None
     stack = _restored_stack(settings)
     try:
@@ -217,7 +217,7 @@ def test_restore_cleans_up_after_a_failed_unpack(tmp_path: Path) -> None:
     assert generation
     kill_postgres(pg)
     shutil.rmtree(settings.local)
-    (snapshots.base_dir(settings, generation) / "pg_wal.tar.gz").write_bytes(b"not gzip")
+    (layout.base_dir(settings, generation) / "pg_wal.tar.gz").write_bytes(b"not gzip")
     with pytest.raises(Exception, match="could be restored"):
         restore_if_needed(settings, progress=lambda line: None)
     assert not settings.pgdata.exists()
@@ -342,7 +342,7 @@ def test_restore_puts_the_database_back_when_it_fails_after_moving_it_aside(tmp_
     pg.stop(20)
     mirror.final_snapshot()
     # damage the start of the compressed stream, keeping the size: only unpacking it finds out
-    base = snapshots.base_dir(settings, generation) / "base.tar.gz"
+    base = layout.base_dir(settings, generation) / "base.tar.gz"
     data = bytearray(base.read_bytes())
     data[20:84] = bytes(b ^ 0xFF for b in data[20:84])
     base.write_bytes(bytes(data))
@@ -374,4 +374,4 @@ def test_restore_list_shows_each_generations_window(tmp_path: Path) -> None:
         assert info.created <= start <= info.created + 1 and info.until - 1 <= end <= info.until
         assert parse_until(rows[info.id][2]).timestamp() == start  # what --until reads back
     assert rows[second][-1] == "(newest)" and rows[first][-1] == "MB"
-    assert (settings.pgdata / "PG_VERSION").exists() and not snapshots.restore_wal_dir(settings).exists()
+    assert (settings.pgdata / "PG_VERSION").exists() and not layout.restore_wal_dir(settings).exists()

@@ -7,10 +7,11 @@ row, a component that stays up exactly long enough); the real-process tests are 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import make_settings
+from helpers import make_settings, wait_until
 
 from mfcolab.supervisor.component import Component
 from mfcolab.errors import ComponentError
@@ -220,3 +221,54 @@ def test_supervisor_run_writes_a_status_the_readers_understand(tmp_path: Path) -
     status = StackStatus.read(settings.status_file)
     assert status is not None and status.phase == "stopped"
     assert [(c.name, c.state) for c in status.components] == [("thing", "stopped")]
+
+
+def run_until_stopped(supervisor: Supervisor, while_running: Callable[[], None]) -> int:
+    """`supervisor.run()` in this thread (it installs signal handlers); `while_running` in another
+    once every slot is RUNNING. A bounded stop ends a run that would not end by itself."""
+    def act() -> None:
+        wait_until(lambda: all(s.state == State.RUNNING for s in supervisor.slots), timeout=60, what="the stack to run")
+        while_running()
+
+    actor = threading.Thread(target=act, daemon=True)
+    bound = threading.Timer(60, supervisor.stop)
+    actor.start()
+    bound.start()
+    try:
+        return supervisor.run()
+    finally:
+        bound.cancel()
+        actor.join(60)
+
+
+def test_supervisor_run_essential_component_fatal_while_running_shuts_the_stack_down(tmp_path: Path) -> None:
+    db = FakeComponent("db", restart_limit=0)
+    web = FakeComponent("web")
+    db.is_healthy = web.is_healthy = True
+    supervisor, settings = fake_supervisor(tmp_path, db, web)
+
+    assert run_until_stopped(supervisor, db.die) == 1
+
+    assert supervisor.slots[0].state == State.STOPPED and web.stops == 1 and not web.alive()
+    status = StackStatus.read(settings.status_file)
+    assert status is not None and status.phase == "stopped"
+    assert "db stopped for good" in status.error and "failed 1 times in a row" in status.error
+
+
+def test_supervisor_run_optional_component_fatal_while_running_keeps_the_stack_up(tmp_path: Path) -> None:
+    web = FakeComponent("web")
+    tunnel = FakeComponent("tunnel", essential=False, restart_limit=0)
+    web.is_healthy = tunnel.is_healthy = True
+    supervisor, settings = fake_supervisor(tmp_path, web, tunnel)
+
+    def kill_the_tunnel_then_stop() -> None:
+        tunnel.die()
+        wait_until(lambda: supervisor.slots[1].state == State.FATAL, timeout=60, what="the tunnel to be FATAL")
+        wait_until(lambda: (s := StackStatus.read(settings.status_file)) is not None and s.components[1].state == "fatal",
+                   timeout=60, what="the status file to show it")
+        assert supervisor.slots[0].state == State.RUNNING and web.stops == 0
+        supervisor.stop()
+
+    assert run_until_stopped(supervisor, kill_the_tunnel_then_stop) == 0
+    status = StackStatus.read(settings.status_file)
+    assert status is not None and not status.error

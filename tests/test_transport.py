@@ -9,14 +9,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in
 
 from helpers import make_settings, wait_until
-from mfcolab.replica import snapshots
 from mfcolab.errors import MissingBinaryError, SnapshotError
+from mfcolab.files import temp_name
+from mfcolab.replica import layout
 from mfcolab.replica.mirror import Mirror
-from mfcolab.supervisor.process import descendants
 from mfcolab.replica.transport import Outbox, Rsync, Transport
+from mfcolab.supervisor.process import descendants
+from mirror_helpers import killed_rsync_leftover, links_in, temp_files_in
 
 REAL_RSYNC = shutil.which("rsync")
 pytestmark = pytest.mark.skipif(REAL_RSYNC is None, reason="rsync is not installed (scripts/setup installs it)")
@@ -124,8 +125,8 @@ def test_transport_abort_kills_rsync_and_its_leftover_is_a_temp_file(tmp_path: P
     assert failure and "rsync" in str(failure[0])
     wait_until(lambda: not any(_alive(pid) for pid in pids), 30, what="every rsync process to be gone")
     left = os.listdir(folder)
-    assert len(left) == 1 and snapshots.is_temp(left[0])  # never the final name
-    assert snapshots.remove_stale_temps(outbox.dest) == 1 and os.listdir(folder) == []
+    assert len(left) == 1 and layout.is_temp(left[0])  # never the final name
+    assert layout.remove_stale_temps(outbox.dest) == 1 and os.listdir(folder) == []
 
 
 def _alive(pid: int) -> bool:
@@ -138,9 +139,9 @@ def _alive(pid: int) -> bool:
 
 def test_snapshots_is_temp_knows_rsync_and_mirror_temporaries_but_no_piece(tmp_path: Path) -> None:
     leftover = killed_rsync_leftover(tmp_path, tmp_path / "dest", "000000010000000000000009.gz")
-    assert snapshots.is_temp(leftover.name)
-    assert snapshots.is_temp(snapshots.temp_name(tmp_path / snapshots.MANIFEST).name)
-    assert snapshots.is_temp(".00000002.history.gz.Ab3xYz") and snapshots.is_temp(".base.tar.gz.000000")
+    assert layout.is_temp(leftover.name)
+    assert layout.is_temp(temp_name(tmp_path / layout.MANIFEST).name)
+    assert layout.is_temp(".00000002.history.gz.Ab3xYz") and layout.is_temp(".base.tar.gz.000000")
     pieces = ["000000010000000000000009.gz", "000000010000000000000009.partial.gz", "00000002.history.gz",
               "base.tar.gz", "pg_wal.tar.gz", "backup_manifest", "generation.json", "manifest.json", "20261123T105910770Z-28c1"]
-    assert [name for name in pieces if snapshots.is_temp(name)] == []
+    assert [name for name in pieces if layout.is_temp(name)] == []

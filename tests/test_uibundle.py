@@ -5,18 +5,21 @@ zips from the shared folder refused without writing anything."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 import stat
+import threading
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_settings
-from ui_release import RELEASE_PATH, TAG, UPSTREAM_UI, ReleaseServer
 
-from mfcolab.web import uibundle
+from helpers import make_settings
 from mfcolab.errors import UiBundleError
-from mfcolab.web.frontdoor import StaticUI
+from mfcolab.supervisor.stack import fetch_ui_bundle
+from mfcolab.web import uibundle
+from mfcolab.web.static import StaticUI
 from mfcolab.web.uibundle import (
     UiRelease,
     digest_file,
@@ -24,6 +27,7 @@ from mfcolab.web.uibundle import (
     install_zip,
     static_dir,
 )
+from ui_release import RELEASE_PATH, TAG, UPSTREAM_UI, ReleaseServer
 
 
 @pytest.fixture(autouse=True)
@@ -92,6 +96,41 @@ def test_no_network_and_no_copy_is_one_error_with_the_fix(tmp_path: Path) -> Non
     assert "--ui-bundle" in caught.value.hint
     assert not (settings.local / "ui-static").exists()
     assert [p.name for p in (settings.root / "ui").iterdir()] in ([], [f"metaflow-ui-{TAG}.zip.unchecked.part"])
+
+
+def test_up_without_network_tries_the_ui_download_once_and_says_what_to_do_in_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A machine with no way out: every connection is dropped. `up`'s fetch step asks once, logs no
+    warning of its own, and shows one line with the fix; the stack then starts without the UI."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[int] = []
+    done = threading.Event()
+
+    def drop_every_connection() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            connection.close()
+
+    dropper = threading.Thread(target=drop_every_connection, daemon=True)
+    dropper.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/metaflow-ui-{TAG}.zip"
+    lines: list[str] = []
+    try:
+        with caplog.at_level(logging.WARNING):
+            fetch_ui_bundle(make_settings(tmp_path, ui_bundle=url), lines.append)
+    finally:
+        done.set()
+        dropper.join(10)
+        listener.close()
+    assert len(accepted) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert len(lines) == 1 and lines[0].startswith("the Metaflow UI is off: the Metaflow UI could not be downloaded")
+    assert "mfcolab up again when the network is back" in lines[0] and "--ui-bundle" in lines[0]
 
 
 def test_a_missing_release_is_refused(release: ReleaseServer, tmp_path: Path) -> None:

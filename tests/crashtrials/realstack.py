@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers import free_port, wait_until
-from mfcolab.replica import snapshots
 from mfcolab.postgres import DB_USER, run_pg_tool
-from mfcolab.supervisor.process import descendants, find_processes, pid_alive
+from mfcolab.replica import layout
 from mfcolab.settings import Settings
+from mfcolab.supervisor.process import descendants, find_processes, pid_alive
 from stack_helpers import Stack
 
 KILL_MOMENTS = ("random", "mid-ship", "mid-base", "after-snapshot")
@@ -171,12 +171,8 @@ def kill_everything(pids: set[int]) -> set[str]:
                 pass
         if sig == signal.SIGSTOP:
             names = _names(_tree(pids) | targets)  # all frozen: what was running at the kill
-    deadline = time.monotonic() + 30
-    while any(pid_alive(p) for p in targets) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    survivors = [p for p in targets if pid_alive(p)]
-    if survivors:
-        raise AssertionError(f"processes survived SIGKILL: {survivors}")
+    wait_until(lambda: not any(pid_alive(p) for p in targets), timeout=30, interval=0.02,
+               what="every SIGKILLed process to exit")
     return names
 
 
@@ -200,7 +196,7 @@ def processes_using(folder: Path) -> list[int]:
 
 def _temp_file_in(folder: Path) -> bool:
     for _parent, _dirs, files in os.walk(folder):
-        if any(snapshots.is_temp(name) for name in files):
+        if any(layout.is_temp(name) for name in files):
             return True
     return False
 

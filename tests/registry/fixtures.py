@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from helpers import wait_until
+from mfcolab.containers.component import ContainerComponent
+from mfcolab.containers.udocker_client import Udocker, container_processes
 
-from mfcolab.containers.runtime import ContainerComponent, Udocker, container_processes
-
-
-from .server import Registry
 from .images import Image, build_image, busybox_rootfs, python_rootfs, site_packages_of_this_python, write_file
+from .server import Registry
 
 BUSYBOX = ("test/busybox", "1")
 PYWEB = ("test/pyweb", "1")

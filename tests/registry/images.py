@@ -7,7 +7,7 @@ manifest: exactly what a Registry v2 serves and udocker pulls. Two root filesyst
 - `python_rootfs`: the host's /usr/bin/python3.11 with the shared libraries it and its
   extension modules need, a trimmed standard library and aiohttp (with its dependencies) from
   the test virtualenv. Glibc-linked, so running it under Debian's proot also proves the `-k`
-  wrapper in mfcolab.containers.runtime.
+  wrapper in mfcolab.containers.udocker_client.
 """
 
 from __future__ import annotations

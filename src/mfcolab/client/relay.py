@@ -41,7 +41,8 @@ from ..logfiles import open_log
 from ..supervisor.component import require_free_port
 from ..supervisor.process import pid_alive, stop_processes, tail_file
 from ..web.auth import HEADER, json_error
-from ..web.frontdoor import Forwarder, Upstream, make_runner
+from ..web.frontdoor import make_runner
+from ..web.proxy import Forwarder, Upstream
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import udocker
+
 from ..errors import ConfigError, MissingBinaryError
 from ..supervisor.process import group_exists
 
@@ -91,8 +93,6 @@ def udocker_python() -> tuple[str, str]:
     udocker needs only the standard library, so any Python 3 will do: this one when others may
     run it (Colab: /usr/bin/python3), else the system's (this one may live in a home folder).
     """
-    import udocker
-
     package = Path(udocker.__file__).resolve().parent
     if not _open_to_others(package / "__init__.py"):
         raise ConfigError(f"the containers' user ({SYSTEM_USER}) cannot read udocker at {package}",

@@ -28,11 +28,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import stat
 import threading
 import time
 from pathlib import Path
+
+from ..files import read_chunks, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +227,12 @@ def _same(info: os.stat_result, target: Path) -> bool:
 
 
 def _copy(origin: Path, target: Path, info: os.stat_result) -> bool:
-    staging = target.with_name(f".{target.name}.mfcolab-tmp")
     try:
-        with open(origin, "rb") as reader, open(staging, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1024 * 1024)
-        os.chmod(staging, FILE_MODE)
-        os.utime(staging, ns=(info.st_atime_ns, info.st_mtime_ns))
-        os.replace(staging, target)
+        with open(origin, "rb") as reader:
+            write_atomic(target, read_chunks(reader), FILE_MODE, durable=False)  # a copy: made again if lost
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     except OSError as exc:
         log.warning("datastore view: could not copy %s (%s); trying again later", origin, exc)
-        staging.unlink(missing_ok=True)
         return False
     return True
 
@@ -251,10 +248,7 @@ def write_shim(folder: Path) -> Path:
     _make_dir(folder)
     path = folder / "sitecustomize.py"
     if not path.is_file() or path.read_text() != SHIM:
-        staging = path.with_suffix(".tmp")
-        staging.write_text(SHIM)
-        staging.chmod(FILE_MODE)
-        staging.replace(path)
+        write_atomic(path, [SHIM.encode()], FILE_MODE)
     return folder
 
 
@@ -281,7 +275,7 @@ class ViewSync:
         if result.files:
             log.info("datastore view: copied %d file(s), %.1f MB", result.files, result.bytes / 1e6)
         if self.synced is not None:
-            _write_readable(self.synced, repr(began))
+            write_atomic(self.synced, [repr(began).encode()], FILE_MODE, durable=False)
         return result
 
     def start(self) -> None:
@@ -320,9 +314,3 @@ class ViewSync:
                 log.exception("datastore view: sync failed")
             due = time.monotonic() + self.interval
 
-
-def _write_readable(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.mfcolab-tmp")
-    staging.write_text(text)
-    staging.chmod(FILE_MODE)
-    staging.replace(path)

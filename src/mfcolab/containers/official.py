@@ -27,9 +27,11 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigError, ContainerError
 from ..settings import Settings
 from ..web.uibundle import replace_folder
+from .component import ContainerComponent
 from .container_user import container_user, give_to_container_user
 from .datastore_view import REQUEST_DIR, REQUEST_ENV, REQUEST_FILE, SHIM_DIR, SHIM_ROOT_ENV, SYNCED_FILE, ViewSync, write_shim
-from .runtime import ContainerComponent, ContainerSpec, ProgressCallback, Udocker
+from .pulls import ProgressCallback
+from .udocker_client import ContainerSpec, Udocker
 
 # §3.5: published on every upstream release; the service and the UI backend share it.
 IMAGE = "netflixoss/metaflow_metadata_service:v2.5.1"

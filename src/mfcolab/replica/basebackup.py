@@ -28,8 +28,8 @@ from ..errors import MfcolabError, SnapshotError
 from ..settings import Settings
 from ..supervisor.backoff import Backoff
 from ..supervisor.process import as_user
-from . import snapshots
-from .snapshots import Generation
+from . import layout
+from .manifest import Generation, json_bytes
 from .transport import Outbox, Shipped, Transport
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,12 @@ class BaseBackups:
         """Run pg_basebackup and put the generation (its pieces, then its record) in the outbox."""
         local = self._run(generation_id)
         generation = generation_from_backup(generation_id, local, segment_size)
-        folder = snapshots.base_dir(self.settings, generation_id)
+        folder = layout.base_dir(self.settings, generation_id)
         try:
             for name in BASE_FILES:
                 generation.files[name] = outbox.add_moved(local / name, folder / name)
-            record = snapshots.json_bytes(dataclasses.asdict(generation))
-            outbox.add_bytes(record, folder / snapshots.GENERATION_RECORD)
+            record = json_bytes(dataclasses.asdict(generation))
+            outbox.add_bytes(record, folder / layout.GENERATION_RECORD)
         except BaseException:
             outbox.discard(folder)  # no half a base in the outbox
             raise
@@ -66,10 +66,10 @@ class BaseBackups:
             process.kill()
 
     def clear_staging(self) -> None:
-        shutil.rmtree(snapshots.base_staging_dir(self.settings), ignore_errors=True)
+        shutil.rmtree(layout.base_staging_dir(self.settings), ignore_errors=True)
 
     def _run(self, generation_id: str) -> Path:
-        staging = snapshots.base_staging_dir(self.settings)
+        staging = layout.base_staging_dir(self.settings)
         self.clear_staging()
         staging.mkdir(parents=True)
         postgres.give_to_server_user(self.settings, staging)
@@ -171,7 +171,7 @@ def generation_from_backup(generation_id: str, local: Path, segment_size: int) -
     """The generation record of a finished pg_basebackup, from its backup_manifest."""
     backup = json.loads((local / "backup_manifest").read_bytes())
     ranges = backup["WAL-Ranges"]
-    start = snapshots.parse_lsn(ranges[0]["Start-LSN"])
+    start = layout.parse_lsn(ranges[0]["Start-LSN"])
     return Generation(
         id=generation_id, system_identifier=str(backup["System-Identifier"]), timeline=int(ranges[-1]["Timeline"]),
         segment_size=segment_size, start_lsn=ranges[0]["Start-LSN"], end_lsn=ranges[-1]["End-LSN"],

@@ -9,7 +9,7 @@ then deletes what it shipped locally. A routine new base uploads beside the cycl
 (`BaseUpload`), and is named by a cycle of its own once it has arrived. A watchdog observer on
 the staging folder marks work to do; the loop ships at most every `snapshot_interval` seconds.
 An idle database writes nothing.
-Layout and the manifest: `snapshots.py`; what is kept: `retention.py`; restore: `restore.py`;
+Layout: `layout.py`; the manifest: `manifest.py`; what is kept: `retention.py`; restore: `restore.py`;
 what a staged file must be to ship: `walfile.py`.
 """
 
@@ -34,9 +34,9 @@ from .. import postgres
 from ..errors import MfcolabError, SnapshotError
 from ..settings import Settings
 from ..supervisor.backoff import Backoff
-from . import retention, snapshots, walfile
+from . import layout, retention, walfile
 from .basebackup import BaseBackups, BaseUpload
-from .snapshots import Generation, Manifest, WalRange
+from .manifest import Generation, Manifest, WalRange, load_manifest, save_manifest
 from .transport import Outbox, Shipped, Transport
 from .writer import Writer
 
@@ -147,10 +147,10 @@ class Mirror:
         self._facts: LiveFacts | None = None
         self._timeline_seen = 0
         self._transport = Transport()  # MissingBinaryError without rsync
-        self._outbox = Outbox(snapshots.outbox_dir(settings), settings.snapshots_dir)
+        self._outbox = Outbox(layout.outbox_dir(settings), settings.snapshots_dir)
         self._bases = BaseBackups(settings)
         self._writer = Writer(settings)
-        self._upload = BaseUpload(self._bases, Outbox(snapshots.base_outbox_dir(settings), settings.snapshots_dir),
+        self._upload = BaseUpload(self._bases, Outbox(layout.base_outbox_dir(settings), settings.snapshots_dir),
                                   Transport(self._transport.rsync), self._writer.ensure, self._adopt_base)
         self._state = "idle"
         self._reason = ""
@@ -334,7 +334,7 @@ class Mirror:
         base_failure: BaseException | None = None
         due = None if facts is None or self._upload.running else self._base_due(cycle.manifest, facts, held, force_base)
         if due == "routine" and facts is not None and not self._stopping.is_set() and self._upload.may_start():
-            self._upload.start(snapshots.format_generation(time.time()), facts.segment_size)
+            self._upload.start(layout.format_generation(time.time()), facts.segment_size)
         elif due == "now" and facts is not None:
             try:
                 if self._plan_base(cycle, facts, report):
@@ -384,7 +384,7 @@ class Mirror:
         report.bytes += shipped.bytes
         manifest, trimmed = retention.retained(cycle.manifest, self.settings.keep_generations)
         if shipped.files or trimmed or names_a_base:
-            report.bytes += snapshots.save_manifest(self.settings, manifest)
+            report.bytes += save_manifest(self.settings, manifest)
             report.files += 1
         self._manifest = manifest
         for path in cycle.done + cycle.obsolete:
@@ -392,7 +392,7 @@ class Mirror:
         self._outbox.clear()
         if cycle.generation is not None:
             self._bases.clear_staging()
-            shutil.rmtree(snapshots.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
+            shutil.rmtree(layout.restore_wal_dir(self.settings), ignore_errors=True)  # recovery is over
         if trimmed or cycle.generation is not None or not self._swept:
             retention.sweep(self.settings.snapshots_dir, manifest)
             self._swept = True
@@ -403,17 +403,17 @@ class Mirror:
         self._writer.refuse_if_superseded()
         if self._manifest is None:
             if not self._upload.running:  # its rsync's temporary files are not stale
-                snapshots.remove_stale_temps(self.settings.snapshots_dir)
-            self._manifest = snapshots.load_manifest(self.settings) or Manifest()
+                layout.remove_stale_temps(self.settings.snapshots_dir)
+            self._manifest = load_manifest(self.settings) or Manifest()
         return self._manifest
 
     def _staged(self) -> tuple[list[str], list[str]]:
         """(history files, segments) waiting in the staging folder, in shipping order."""
         history, segments = [], []
         for name in sorted(os.listdir(self.settings.wal_staging_dir)):
-            if snapshots.is_history(name):
+            if layout.is_history(name):
                 history.append(name)
-            elif snapshots.is_segment(name):
+            elif layout.is_segment(name):
                 segments.append(name)
             elif name.endswith((".partial", ".backup")):
                 # A promoted timeline's old tail and backup history files: not needed for restore.
@@ -433,21 +433,21 @@ class Mirror:
         if facts is None:
             raise SnapshotError(f"cannot read the identity of the server in {self.settings.pgdata}", "mfcolab logs postgres")
         staging = self.settings.wal_staging_dir
-        folder = snapshots.wal_dir(self.settings, facts.system_identifier)
+        folder = layout.wal_dir(self.settings, facts.system_identifier)
         for name in history:
             data = self._read_staged(staging / name, None, facts)
             if data is None:
                 continue
-            self._outbox.add_gzip(data, folder / snapshots.wal_piece(name))
+            self._outbox.add_gzip(data, folder / layout.wal_piece(name))
             entry = f"{facts.system_identifier}/{name}"
             if entry not in manifest.history:
                 manifest.history.append(entry)
-            self._timeline_seen = max(self._timeline_seen, snapshots.history_timeline(name))
+            self._timeline_seen = max(self._timeline_seen, layout.history_timeline(name))
             cycle.planned.add(name)
             cycle.done.append(staging / name)
         held = False
         for name in segments:
-            timeline, segno = snapshots.parse_segment(name, facts.segment_size)
+            timeline, segno = layout.parse_segment(name, facts.segment_size)
             self._timeline_seen = max(self._timeline_seen, timeline)
             wal_range = _range_ending_before(manifest, facts, timeline, segno)
             if wal_range is not None:
@@ -455,11 +455,11 @@ class Mirror:
                 if data is None:
                     held = True  # a gap until Postgres stages the real segment under that name
                     continue
-                written = self._outbox.add_gzip(data, folder / snapshots.wal_piece(name))
+                written = self._outbox.add_gzip(data, folder / layout.wal_piece(name))
                 report.segments += 1
                 wal_range.last, wal_range.bytes, wal_range.shipped_at = segno, wal_range.bytes + written, time.time()
                 if wal_range.partial is not None and wal_range.partial <= segno:
-                    cycle.obsolete.append(folder / snapshots.partial_piece(name))
+                    cycle.obsolete.append(folder / layout.partial_piece(name))
                     wal_range.partial, wal_range.partial_bytes = None, 0
                 newest = manifest.newest(facts.system_identifier)
                 if newest is not None and wal_range.covers_start(newest):
@@ -516,7 +516,7 @@ class Mirror:
         return self._facts
 
     def _facts_from_control_file(self) -> LiveFacts:
-        control = read_control_data(self.settings)
+        control = postgres.read_control_data(self.settings)
         self._facts = LiveFacts(
             control["Database system identifier"], int(control["Bytes per WAL segment"]),
             int(control["Latest checkpoint's TimeLineID"]), False,
@@ -545,7 +545,7 @@ class Mirror:
         if timeline > 1 and history not in cycle.manifest.history:
             self._dirty = True  # the history file has not shipped yet: a restore must never reuse this timeline
             return False
-        generation = self._bases.take(snapshots.format_generation(time.time()), facts.segment_size, self._outbox)
+        generation = self._bases.take(layout.format_generation(time.time()), facts.segment_size, self._outbox)
         self._add_generation(cycle, generation, report)
         return True
 
@@ -562,24 +562,24 @@ class Mirror:
     def _plan_tail(self, cycle: Cycle, report: ShipReport) -> None:
         """Put the WAL Postgres wrote after its last archived segment in the outbox, ending with
         the unfinished segment that holds the shutdown checkpoint."""
-        control = read_control_data(self.settings)
+        control = postgres.read_control_data(self.settings)
         if control.get("Database cluster state") != "shut down":
             log.warning("final snapshot: Postgres did not stop cleanly; its unfinished WAL segment is not shipped")
             return
         facts = self._facts or self._facts_from_control_file()
         segment_size = int(control["Bytes per WAL segment"])
         timeline = int(control["Latest checkpoint's TimeLineID"])
-        end = snapshots.parse_lsn(control["Latest checkpoint location"]) // segment_size
+        end = layout.parse_lsn(control["Latest checkpoint location"]) // segment_size
         manifest = cycle.manifest
         candidates = [r for r in manifest.wal if r.system_identifier == facts.system_identifier and r.timeline == timeline and r.last < end]
         if not candidates:
             return
         wal_range = max(candidates, key=lambda r: r.last)
-        folder = snapshots.wal_dir(self.settings, facts.system_identifier)
+        folder = layout.wal_dir(self.settings, facts.system_identifier)
         pg_wal = self.settings.pgdata / "pg_wal"
         for segno in range(wal_range.last + 1, end + 1):
             name = wal_range.name(segno)
-            piece = snapshots.wal_piece(name) if segno < end else snapshots.partial_piece(name)
+            piece = layout.wal_piece(name) if segno < end else layout.partial_piece(name)
             try:
                 data = walfile.read_segment(pg_wal / name, segment_size, segno, facts.system_identifier)
             except walfile.RefusedWal as exc:
@@ -592,17 +592,6 @@ class Mirror:
             else:
                 wal_range.partial, wal_range.partial_bytes = segno, written
         wal_range.shipped_at = time.time()
-
-
-def read_control_data(settings: Settings) -> dict[str, str]:
-    """pg_controldata of the local data directory, as a dict."""
-    output = postgres.run_pg_tool(settings, "pg_controldata", ["-D", str(settings.pgdata)])
-    values = {}
-    for line in output.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            values[name.strip()] = value.strip()
-    return values
 
 
 def _range_ending_before(manifest: Manifest, facts: LiveFacts, timeline: int, segno: int) -> WalRange | None:

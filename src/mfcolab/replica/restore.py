@@ -27,12 +27,12 @@ import psycopg2
 
 from .. import postgres
 from ..errors import ConfigError, MfcolabError, SnapshotError, StackStateError
+from ..files import gunzip_to
 from ..settings import Settings
 from ..supervisor.process import pid_alive
 from ..types import Progress
-from . import snapshots, walfile
-from .mirror import read_control_data
-from .snapshots import Generation, Manifest
+from . import layout, walfile
+from .manifest import Generation, Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class GenerationInfo:
 
 def list_generations(settings: Settings) -> list[GenerationInfo]:
     """Complete generations in the root folder, oldest first, each with its restorable window."""
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     if manifest is None:
         return []
     newest = manifest.newest()
@@ -97,7 +97,7 @@ def restore_if_needed(settings: Settings, progress: Progress = print) -> str | N
         return _describe_kept(settings)
     if pgdata.exists() and any(pgdata.iterdir()):
         raise ConfigError(f"{pgdata} is not empty but holds no database", "move it away, or point PGDATA_DIR at an empty folder")
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     if manifest is None or not manifest.generations:
         return None
     errors = []
@@ -118,7 +118,7 @@ def restore(settings: Settings, generation: str | None = None, until: str | None
     stack must be down. Every check runs before an existing database is moved aside (only when
     `move_aside` is set); if the restore fails after that, the database is put back."""
     _require_stack_down(settings)
-    manifest = snapshots.load_manifest(settings)
+    manifest = load_manifest(settings)
     if manifest is None or not manifest.generations:
         raise SnapshotError(f"no snapshot in {settings.snapshots_dir}", "check --root")
     target_time = parse_until(until) if until else None
@@ -195,7 +195,7 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
     try:
         progress(f"restoring generation {generation.id}: unpacking the base backup ({generation.base_bytes / 1e6:.1f} MB)")
         _unpack_base(settings, generation, work)
-        wal_dir = snapshots.restore_wal_dir(settings)
+        wal_dir = layout.restore_wal_dir(settings)
         shutil.rmtree(wal_dir, ignore_errors=True)
         wal_dir.mkdir(parents=True)
         last = _fetch_wal(settings, manifest, generation, end, wal_dir, progress)
@@ -222,17 +222,17 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
 
 def _unpack_base(settings: Settings, generation: Generation, work: Path) -> None:
     _check_base_files(settings, generation)
-    folder = snapshots.base_dir(settings, generation.id)
+    folder = layout.base_dir(settings, generation.id)
     _extract(folder / "base.tar.gz", work)
     (work / "pg_wal").mkdir(exist_ok=True)
     _extract(folder / "pg_wal.tar.gz", work / "pg_wal")
     _check_base_wal(work / "pg_wal", generation)
     (work / "pg_wal" / "archive_status").mkdir(exist_ok=True)
-    _write_own_config(work)
+    postgres.write_own_config(work)
 
 
 def _check_base_files(settings: Settings, generation: Generation) -> None:
-    folder = snapshots.base_dir(settings, generation.id)
+    folder = layout.base_dir(settings, generation.id)
     for name, size in generation.files.items():
         path = folder / name
         try:
@@ -246,8 +246,8 @@ def _check_base_files(settings: Settings, generation: Generation) -> None:
 def _check_base_wal(pg_wal: Path, generation: Generation) -> None:
     """The segments that came with the base backup, checked like every shipped one."""
     for path in sorted(pg_wal.iterdir()):
-        if snapshots.is_segment(path.name):
-            _timeline, segno = snapshots.parse_segment(path.name, generation.segment_size)
+        if layout.is_segment(path.name):
+            _timeline, segno = layout.parse_segment(path.name, generation.segment_size)
             walfile.check_segment(path, path.read_bytes(), generation.segment_size, segno, generation.system_identifier)
 
 
@@ -276,48 +276,16 @@ def _extract(archive: Path, dest: Path) -> None:
         raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
 
 
-# Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
-_KEPT_SETTINGS = ("max_connections", "shared_buffers", "dynamic_shared_memory_type", "max_wal_size", "min_wal_size",
-                  "log_timezone", "autovacuum_worker_slots", "datestyle", "timezone", "lc_messages", "lc_monetary",
-                  "lc_numeric", "lc_time", "default_text_search_config")
-_PLAIN_SETTING = re.compile(r"^\s*(\w+)\s*=?\s*('[\w ,./+:-]*'|[\w.]+)\s*(#.*)?$")
-_HBA = """# mfcolab: the server's own access rules (written at restore; an archive's are not used)
-local   all             all                                     trust
-host    all             all             127.0.0.1/32            scram-sha-256
-host    all             all             ::1/128                 scram-sha-256
-local   replication     all                                     trust
-host    replication     all             127.0.0.1/32            scram-sha-256
-host    replication     all             ::1/128                 scram-sha-256
-"""
-
-
-def _write_own_config(pgdata: Path) -> None:
-    """Replace the configuration files of a restored archive with mfcolab's own: a writer of
-    the shared folder must not set commands (archive_command, restore_command ...), libraries,
-    includes or access rules for the server. Only plain values of `_KEPT_SETTINGS` carry over."""
-    try:
-        text = (pgdata / "postgresql.conf").read_text(errors="replace")
-    except FileNotFoundError:
-        text = ""
-    kept = [f"{match.group(1)} = {match.group(2)}" for match in map(_PLAIN_SETTING.match, text.splitlines())
-            if match is not None and match.group(1) in _KEPT_SETTINGS]
-    header = "# mfcolab: written at restore; settings are given on the server's command line\n"
-    (pgdata / "postgresql.conf").write_text(header + "\n".join(kept) + "\n")
-    (pgdata / "postgresql.auto.conf").write_text("# mfcolab: written at restore (recovery settings only)\n")
-    (pgdata / "pg_hba.conf").write_text(_HBA)
-    (pgdata / "pg_ident.conf").write_text("")
-
-
 def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, end: int, wal_dir: Path,
                progress: Progress) -> str | None:
     """Decompress the generation's WAL segments (and every timeline history file) into the local
     folder restore_command reads. Stops at the first missing or damaged segment: the database
     then ends there, still consistent. Returns the last segment name."""
-    source = snapshots.wal_dir(settings, generation.system_identifier)
+    source = layout.wal_dir(settings, generation.system_identifier)
     for entry in manifest.history:
         system_identifier, name = entry.split("/", 1)
-        if system_identifier == generation.system_identifier and (source / snapshots.wal_piece(name)).exists():
-            snapshots.gunzip_to(source / snapshots.wal_piece(name), wal_dir / name)
+        if system_identifier == generation.system_identifier and (source / layout.wal_piece(name)).exists():
+            _fetch_history(source / layout.wal_piece(name), wal_dir / name)
     wal_range = manifest.range_for(generation)
     if wal_range is None:
         return None
@@ -328,7 +296,7 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     for segno in range(generation.start_segment, end + 1):
         name = wal_range.name(segno)
         try:
-            _fetch_segment(source / snapshots.wal_piece(name), wal_dir / name, segno, generation)
+            _fetch_segment(source / layout.wal_piece(name), wal_dir / name, segno, generation)
         except SnapshotError as exc:
             progress(f"WAL ends early at {name}: {exc}")
             return last
@@ -336,11 +304,18 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     if wal_range.partial is not None and wal_range.partial == end + 1 and end == wal_range.last:
         name = wal_range.name(wal_range.partial)
         try:
-            _fetch_segment(source / snapshots.partial_piece(name), wal_dir / name, wal_range.partial, generation)
+            _fetch_segment(source / layout.partial_piece(name), wal_dir / name, wal_range.partial, generation)
             last = f"{name} (unfinished)"
         except SnapshotError as exc:
             progress(f"the unfinished last segment {name} is unusable: {exc}")
     return last
+
+
+def _fetch_history(piece: Path, dest: Path) -> None:
+    try:
+        gunzip_to(piece, dest)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SnapshotError(f"{piece} is damaged or unreadable: {exc}", "restore an older generation: mfcolab restore --generation G") from exc
 
 
 def _fetch_segment(piece: Path, dest: Path, segno: int, generation: Generation) -> None:
@@ -390,21 +365,21 @@ def _describe_kept(settings: Settings) -> str:
     """Say why the local database is kept, and warn when the root folder holds newer data."""
     pgdata = settings.pgdata
     try:
-        manifest = snapshots.load_manifest(settings)
+        manifest = load_manifest(settings)
     except OSError:
         manifest = None
     newest = manifest.newest() if manifest else None
     if manifest is None or newest is None:
         return f"kept the local database in {pgdata} (the root folder holds no snapshot)"
     try:
-        control = _control_data(settings)
+        control = postgres.read_control_data(settings)
     except Exception as exc:  # noqa: BLE001 - a description only; Postgres will report real trouble
         return f"kept the local database in {pgdata} (could not read its control file: {exc})"
     if control.get("Database system identifier") != newest.system_identifier:
         log.warning("the local database in %s is not the one snapshotted in %s", pgdata, settings.snapshots_dir)
         return (f"kept the local database in {pgdata}; it is a different database from the snapshots in "
                 f"{settings.snapshots_dir} (to use those: mfcolab down, then mfcolab restore --move-aside)")
-    local_lsn = snapshots.parse_lsn(control["Latest checkpoint location"])
+    local_lsn = layout.parse_lsn(control["Latest checkpoint location"])
     wal_range = manifest.range_for(newest)
     shipped_end = ((wal_range.last + 1) if wal_range else newest.start_segment) * newest.segment_size
     if local_lsn + newest.segment_size < shipped_end:
@@ -412,10 +387,6 @@ def _describe_kept(settings: Settings) -> str:
         return (f"kept the local database in {pgdata}, although the newest snapshot is newer "
                 "(to use it: mfcolab down, then mfcolab restore --move-aside)")
     return f"kept the local database in {pgdata} (it is at least as new as the newest snapshot {newest.id})"
-
-
-def _control_data(settings: Settings) -> dict[str, str]:
-    return read_control_data(settings)
 
 
 def _require_stack_down(settings: Settings) -> None:
@@ -473,7 +444,7 @@ def _reachable_target(wal_dir: Path, target_time: datetime, progress: Progress) 
 
 def _last_transaction_time(wal_dir: Path) -> datetime | None:
     """The end time of the newest transaction in the WAL segments of `wal_dir` (pg_waldump)."""
-    segments = sorted(name for name in os.listdir(wal_dir) if snapshots.is_segment(name))
+    segments = sorted(name for name in os.listdir(wal_dir) if layout.is_segment(name))
     if not segments:
         return None
     # pg_waldump exits non-zero at the end of the WAL (no valid record after it): the records

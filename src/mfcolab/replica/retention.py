@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import snapshots
-from .snapshots import Generation, Manifest, WalRange
+from . import layout
+from .manifest import Generation, Manifest, WalRange
 
 
 def retained(manifest: Manifest, keep_count: int) -> tuple[Manifest, bool]:
@@ -53,15 +53,15 @@ def _needed(wal_range: WalRange, keep: list[Generation]) -> bool:
 
 
 def _wal_piece_needed(name: str, ranges: list[WalRange]) -> bool:
-    if snapshots.is_temp(name):
+    if layout.is_temp(name):
         return False
     if name.endswith(".history.gz"):
         return True
     segment = name.split(".", 1)[0]
-    if not snapshots.is_segment(segment) or not ranges:
+    if not layout.is_segment(segment) or not ranges:
         return bool(ranges)
     for wal_range in ranges:
-        timeline, segno = snapshots.parse_segment(segment, wal_range.segment_size)
+        timeline, segno = layout.parse_segment(segment, wal_range.segment_size)
         if timeline != wal_range.timeline:
             continue
         if name.endswith(".partial.gz"):

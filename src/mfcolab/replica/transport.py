@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from ..errors import MissingBinaryError, SnapshotError
+from ..files import sync_folder
 from ..supervisor.process import descendants
-from . import snapshots
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Transport:
             for rel in files:
                 _sync_file(outbox.dest / rel)
         for folder in _folders(outbox.dest, files):
-            snapshots.sync_folder(folder)
+            sync_folder(folder)
         return shipped
 
     def abort(self) -> None:

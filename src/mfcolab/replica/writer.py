@@ -24,9 +24,11 @@ import threading
 import time
 
 from ..errors import SnapshotError
+from ..files import write_atomic
 from ..settings import Settings
 from ..supervisor.process import pid_alive
-from . import snapshots
+from . import layout
+from .manifest import json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class Claim:
 def read_claim(settings: Settings) -> Claim | None:
     """The current claim; None when there is none or it cannot be read (treated as unclaimed)."""
     try:
-        data = json.loads(snapshots.writer_claim_path(settings).read_text())
+        data = json.loads(layout.writer_claim_path(settings).read_text())
         return Claim(str(data["stack"]), str(data["host"]), int(data["pid"]), float(data["since"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -92,7 +94,7 @@ class Writer:
     def _take_over(self, previous: Claim | None) -> None:
         self.claim = dataclasses.replace(self.claim, since=time.time())
         self.settings.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        snapshots.write_atomic(snapshots.writer_claim_path(self.settings), [snapshots.json_bytes(dataclasses.asdict(self.claim))])
+        write_atomic(layout.writer_claim_path(self.settings), [json_bytes(dataclasses.asdict(self.claim))])
         self.claimed = True
         if previous is not None and previous.stack != self.claim.stack and _may_still_run(previous):
             log.warning("this stack now ships to %s; %s stops shipping when it sees this",

@@ -19,7 +19,7 @@ from ..postgres import Postgres
 from ..replica.mirror import archive_options
 from ..settings import Settings
 from ..tunnel import TunnelComponent
-from ..web.server import WebComponent, database_dsn
+from ..web.component import WebComponent, database_dsn
 from .component import Component
 
 

@@ -4,7 +4,8 @@ States per component (see states.py, which also lists the allowed moves): STARTI
 RUNNING only once the component's health check passes. A component that dies, or whose start
 raises, waits in BACKOFF (capped exponential, backoff.py) and is started again; after
 `restart_limit` failures in a row it is FATAL. Staying RUNNING for STABLE_AFTER seconds forgets
-the failures. `Slot.step()` is the whole state machine, one tick at a time, on an injectable
+the failures. An essential component that is FATAL, during the start or later, shuts the stack
+down; a FATAL optional one (the tunnel) leaves the stack running without it. `Slot.step()` is the whole state machine, one tick at a time, on an injectable
 clock. SIGTERM (what `down` sends) stops everything in reverse order: the tunnel first,
 Postgres last. The database's own boot and shutdown steps (restore, recovery, schema, mirror,
 final snapshot) are boot.py's. The supervisor's view of the world is written to
@@ -235,10 +236,13 @@ class Supervisor:
         raise ComponentError(f"{component.name} {why}{log_tail(component.log_path)}", f"mfcolab logs {component.name}")
 
     def _watch(self) -> None:
+        """Step every slot each tick until asked to stop; raises ComponentError (which stops the
+        stack) when an essential component went FATAL: the stack cannot serve without it."""
         next_status = next_rotation = 0.0
         while not self._stop.is_set():
             for slot in self.slots:
                 slot.step()
+            self._stop_if_essential_fatal()
             if time.monotonic() >= next_rotation:
                 self._rotate_logs()
                 next_rotation = time.monotonic() + LOG_CHECK_INTERVAL
@@ -249,6 +253,14 @@ class Supervisor:
                 self.write_status()
                 next_status = time.monotonic() + 1.0
             self._stop.wait(TICK)
+
+    def _stop_if_essential_fatal(self) -> None:
+        for slot in self.slots:
+            component = slot.component
+            if component.essential and slot.state == State.FATAL:
+                self.write_status()
+                raise ComponentError(f"{component.name} stopped for good ({slot.reason}); the stack is shut down{log_tail(component.log_path)}",
+                                     f"mfcolab logs {component.name}, then mfcolab up")
 
     def _rotate_logs(self) -> None:
         for path in sorted(self.settings.logs_dir.glob("*.log")):

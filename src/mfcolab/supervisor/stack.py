@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import credentials
-from ..errors import ComponentError, ConfigError, StackStateError
+from ..errors import ComponentError, ConfigError, StackStateError, UiBundleError
 from ..logfiles import open_log
 from ..replica.restore import list_generations
 from ..settings import Settings
 from ..types import Progress
+from ..web.component import served_bundle
+from ..web.uibundle import ensure_bundle
 from . import control
 from .assembly import build_components
 from .control import read_status, supervisor_pid, sweep_leftovers
@@ -71,10 +73,6 @@ def fetch_what_is_missing(settings: Settings, progress: Progress) -> None:
 
 def fetch_ui_bundle(settings: Settings, progress: Progress) -> None:
     """The UI bundle for --ui native; without one the stack still starts (API and metadata service)."""
-    from ..errors import UiBundleError
-    from ..web.server import served_bundle
-    from ..web.uibundle import ensure_bundle
-
     try:
         ensure_bundle(settings)
     except UiBundleError as exc:
@@ -160,8 +158,6 @@ def summary_lines(settings: Settings, status: StackStatus) -> list[str]:
 
 def ui_line(settings: Settings, url: str, *, signed_in: bool) -> str:
     """Where the Metaflow UI is, and how to sign in to it."""
-    from ..web.server import served_bundle
-
     if served_bundle(settings) is None:
         return "Metaflow UI:      off" + (" (--ui none)" if settings.ui == "none" else " (no UI bundle: see above)")
     if signed_in:

@@ -55,22 +55,21 @@ class AccessKey:
     def key(self) -> str:
         if self.key_file is not None and time.monotonic() - self._checked_at >= KEY_CHECK_INTERVAL:
             self._checked_at = time.monotonic()
-            self._reload()
+            self._reload(self.key_file)
         return self._key
 
-    def _reload(self) -> None:
-        assert self.key_file is not None
+    def _reload(self, key_file: Path) -> None:
         try:
-            info = os.stat(self.key_file)
+            info = os.stat(key_file)
             stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
             if stamp == self._stamp:
                 return
-            text = self.key_file.read_text(errors="strict").strip() if info.st_size <= MAX_KEY_LENGTH else ""
+            text = key_file.read_text(errors="strict").strip() if info.st_size <= MAX_KEY_LENGTH else ""
         except (OSError, ValueError):
             return  # keep the key we have: a missing or garbled file must not open the door
         self._stamp = stamp
         if text and text != self._key:
-            log.info("front door: the access key changed (%s)", self.key_file)
+            log.info("front door: the access key changed (%s)", key_file)
             self._key = text
 
     def matches(self, supplied: str) -> bool:
@@ -129,6 +128,16 @@ def original_scheme(request: web.BaseRequest) -> str:
         if scheme in ("http", "https"):
             return str(scheme)
     return request.scheme
+
+
+def original_host(request: web.BaseRequest) -> str:
+    """The host the browser asked for: the first X-Forwarded-Host when a known proxy sent the
+    request, else the Host header. A remote client's X-Forwarded-Host is its own claim."""
+    if from_known_proxy(request):
+        forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.host
 
 
 def request_is_https(request: web.BaseRequest) -> bool:

@@ -18,14 +18,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from .auth import AccessKey, json_error
+from .auth import AccessKey, json_error, original_host
 
 MAX_UNAUTHENTICATED = 32
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -145,8 +144,9 @@ def _cross_site(request: web.BaseRequest) -> bool:
 
 
 def _door_authorities(request: web.BaseRequest) -> set[str]:
-    names: Iterable[str] = (request.host, request.headers.get("X-Forwarded-Host", ""))
-    return {_hostport(name.split(",")[0].strip()) for name in names if name}
+    """The names this door goes by for this request: its Host, and the host a proxy on this machine
+    says the browser asked for (cloudflared, Colab's port proxy)."""
+    return {_hostport(name.split(",")[0].strip()) for name in (request.host, original_host(request)) if name}
 
 
 def _hostport(authority: str) -> str:

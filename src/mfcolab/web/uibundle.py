@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from ..download import download_file, file_sha256
 from ..errors import TunnelError, UiBundleError
+from ..files import write_atomic
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def bundle_dir(settings: Settings) -> Path:
 
 def static_dir(settings: Settings) -> Path:
     """The unpacked bundle the front door serves (shared with the official UI path)."""
-    from ..containers.official import ui_static_dir
+    from ..containers.official import ui_static_dir  # here, not at the top: official imports this module
 
     return ui_static_dir(settings)
 
@@ -105,7 +106,8 @@ def fetch_release(url: str, archive: Path, *, progress: bool = True) -> Path:
         return archive
     log.info("downloading the Metaflow UI from %s", url)
     try:
-        download_file(url, archive, recorded, progress=progress, mode=0o644, attempts=2, max_bytes=MAX_ARCHIVE_BYTES)
+        # One attempt: without the UI the stack still starts, and the error says what to do.
+        download_file(url, archive, recorded, progress=progress, mode=0o644, attempts=1, max_bytes=MAX_ARCHIVE_BYTES)
     except TunnelError as exc:
         raise UiBundleError(f"the Metaflow UI could not be downloaded: {exc.message}", _RETRY_HINT) from exc
     try:
@@ -114,7 +116,7 @@ def fetch_release(url: str, archive: Path, *, progress: bool = True) -> Path:
         archive.unlink(missing_ok=True)
         raise
     if recorded is None:
-        _write_atomically(digest_file(archive), file_sha256(archive) + "\n")
+        write_atomic(digest_file(archive), [f"{file_sha256(archive)}\n".encode()])
     return archive
 
 
@@ -295,8 +297,3 @@ def _read(path: Path) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
-    os.replace(staging, path)
