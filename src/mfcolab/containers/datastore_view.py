@@ -313,4 +313,3 @@ class ViewSync:
             except Exception:  # a failed cycle must not end the sync; the next one retries
                 log.exception("datastore view: sync failed")
             due = time.monotonic() + self.interval
-
