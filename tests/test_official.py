@@ -102,11 +102,14 @@ def test_the_ui_backend_environment(tmp_path: Path) -> None:
         # the shim that makes a move out of the datastore a copy
         "PYTHONPATH": "/opt/mfcolab",
         "MFCOLAB_DATASTORE_ROOT": datastore,
+        # where the shim asks for a sync of the view, when a task it reads is not there yet
+        "MFCOLAB_SYNC_REQUEST": "/opt/mfcolab-sync/request",
     }
     assert dict(spec.secret_env) == {"MF_METADATA_DB_PSWD": "pw/with@chars"}
-    # Not the datastore: a copy of it at the datastore's path, and the shim's folder.
+    # Not the datastore: a copy of it at the datastore's path, the shim's folder, and where it asks for a sync.
     assert spec.volumes == ()
-    assert spec.binds == ((settings.local / "datastore-view", datastore), (settings.local / "container-shim", "/opt/mfcolab"))
+    assert spec.binds == ((settings.local / "datastore-view", datastore), (settings.local / "container-shim", "/opt/mfcolab"),
+                          (settings.local / "view-requests", "/opt/mfcolab-sync"))
     assert (spec.command, spec.workdir, spec.port) == (official.UI_COMMAND, "/root", 18083)
     assert spec.health_path == "/api/ping" and spec.port_flag == "--ui-port"
 

@@ -4,11 +4,9 @@ The image is built from upstream's source and Debian's packages (registry/upstre
 cached between runs under ~/.cache/mfcolab-tests) and served by the Registry v2 stand-in under
 its official name, so `up` pulls it the user's way: udocker, proot, the default image name.
 Real flows run through the front door; then the test asks `/api` with the key for exactly what
-the UI asks for (reference/metaflow-ui-contract.md Part A §3.1) and checks that the datastore's
-files are byte for byte and mtime for mtime what they were before.
-
-The check of the official UI in Chromium is not here yet: it needs the built-in UI's
-Playwright setup.
+the UI asks for (reference/metaflow-ui-contract.md Part A §3.1), opens the same pages in Chromium
+(Debian's, driven by Playwright; screenshots under a folder printed at the start), and checks
+that the datastore's files are byte for byte and mtime for mtime what they were before.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +25,10 @@ import requests
 
 from helpers import wait_until
 from mfcolab.containers.official import IMAGE
-from mfcolab.containers.udocker_client import Udocker
-from registry.fixtures import system_proot
 from registry.server import Registry
 from stack_helpers import FLOWS, run_id_from
 from test_official_stack import OfficialStack, service_pids, stack_processes
+from ui.test_browser import CHROMIUM, CHROMIUM_FLAGS, WAIT_MS
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +54,15 @@ def view_caught_up(datastore: Path, view: Path) -> bool:
 
 
 class UpstreamStack(OfficialStack):
-    def api(self, path: str, **params: Any) -> Any:
+    answers: list[str]  # the body of every /api answer the test read, to look for secrets in
+
+    def fetch(self, path: str, **params: Any) -> requests.Response:
         response = requests.get(f"{self.url}/api{path}", params=params, headers=self.headers, timeout=60)
+        self.answers.append(response.text)
+        return response
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = self.fetch(path, **params)
         assert response.status_code == 200, (path, response.status_code, response.text[:500])
         return response.json() if "json" in response.headers.get("Content-Type", "") else response.text
 
@@ -88,7 +93,7 @@ def logs(stack: UpstreamStack, task: str, stream: str, **params: Any) -> list[st
     found: list[Any] = []
 
     def loaded() -> bool:
-        response = requests.get(f"{stack.url}/api{path}", params=query, headers=stack.headers, timeout=60)
+        response = stack.fetch(path, **query)
         if response.status_code != 200:
             return False
         found[:] = response.json()["data"]
@@ -101,8 +106,10 @@ def logs(stack: UpstreamStack, task: str, stream: str, **params: Any) -> list[st
 def test_upstream_code_behind_the_front_door_never_changes_the_datastore(
         tmp_path: Path, upstream_registry: Registry) -> None:
     stack = UpstreamStack(tmp_path, upstream_registry.url, image=IMAGE)
+    stack.answers = []
     datastore = stack.root / "datastore"
-    key_file = stack.root / "access_key"
+    key_file, password_file = stack.root / "access_key", stack.root / "db_password"
+    markers = [tmp_path / "unpickled-marker", datastore / "unpickled-marker"]
     try:
         first = stack.up()
         assert f"pulling {IMAGE}" in first.stderr
@@ -118,14 +125,19 @@ def test_upstream_code_behind_the_front_door_never_changes_the_datastore(
 
         # Real flows through the front door, with the `connect` profile.
         linear = run_id(stack.run_flow("linear_flow.py", "run"))
+        check_just_finished(stack, linear)
         foreach = run_id(stack.run_flow("foreach_flow.py", "run", "--width", str(FOREACH_WIDTH)))
         broken_run = stack.run_flow("broken_flow.py", "run", check=False)
         assert broken_run.returncode != 0
         broken = run_id(broken_run)
         # From the datastore folder, cards land in <ds-root>/mf.cards, where the connect profile's
         # Metaflow extension puts them too (<ds-root> = <datastore>/.metaflow).
-        probe_paths = os.pathsep.join([str(key_file), f"/proc/self/root{key_file}", str(stack.root / "db_password")])
-        logged = run_id(stack.run_in("log_card_flow.py", datastore, env={"PROBE_PATHS": probe_paths}))
+        # Its `probe` artifact, when unpickled, reads the key and the database password and writes
+        # a marker outside the datastore and one in it (the UI backend sees its copy at that path).
+        probe_paths = os.pathsep.join([str(key_file), f"/proc/self/root{key_file}", str(password_file)])
+        probe_writes = os.pathsep.join([str(markers[0]), f"/proc/self/root{markers[0]}", str(markers[1])])
+        logged = run_id(stack.run_in("log_card_flow.py", datastore,
+                                     env={"PROBE_PATHS": probe_paths, "PROBE_WRITES": probe_writes}))
         assert list((datastore / ".metaflow" / "mf.cards" / "LogCardFlow").rglob("*.html")), "no card written"
 
         view = stack.local / "datastore-view"
@@ -138,20 +150,31 @@ def test_upstream_code_behind_the_front_door_never_changes_the_datastore(
         check_foreach(stack, foreach)
         check_failed_step(stack, broken)
         task = check_logs(stack, logged)
-        check_artifacts(stack, task, key_file.read_text().strip())
+        # After the task's logs were read, as on the task page: the hostile pickle through /api.
+        check_artifacts(stack, task, markers + [stack.local / "datastore-view" / markers[1].name])
         check_cards(stack, logged, task)
+        check_in_chromium(stack, {"LinearFlow": linear, "ForeachFlow": foreach, "BrokenFlow": broken,
+                                  "LogCardFlow": logged}, task)
 
         assert checksums(datastore) == before, "the datastore changed"
+        secrets = {"the access key": stack.key, "the database password": password_file.read_text().strip()}
+        check_no_secret_shown(stack, secrets)
 
-        # Upstream's backend ignores SIGTERM and runs cache workers; `down` stops them all.
+        # Upstream's backend ignores SIGTERM and runs cache workers; `down` stops them all, within
+        # the stop timeout (no "did not stop within" escalation), and leaves no process.
         ui_dir = stack.local / "udocker" / "containers" / containers["ui-backend"]["container"]
         assert len(service_pids(ui_dir)) > 1
         stack.down()
         assert stack_processes(stack) == []
+        assert "did not stop within" not in (stack.local / "logs" / "supervisor.log").read_text()
 
         upstream_registry.hits.clear()
+        udocker_log = stack.local / "logs" / "udocker.log"
+        commands_before = len(udocker_log.read_text().splitlines())
         second = stack.up()
         assert sum(upstream_registry.hits.values()) == 0 and "pulling" not in second.stderr
+        second_commands = udocker_log.read_text().splitlines()[commands_before:]
+        assert not [line for line in second_commands if " pull " in line or " create " in line], second_commands
         assert stack.data(f"/flows/LinearFlow/runs/{linear}")["status"] == "completed"
         stack.down()
         assert stack_processes(stack) == []
@@ -175,6 +198,17 @@ def check_runs(stack: UpstreamStack, runs: dict[str, str]) -> None:
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/parameters") == {
         "alpha": {"value": 3}, "label": {"value": "plain"}}
     assert stack.data(f"/flows/LinearFlow/runs/{runs['LinearFlow']}/metadata", step_name="start")
+
+
+def check_just_finished(stack: UpstreamStack, run: str) -> None:
+    """A task's artifacts asked for as soon as the run ends, before the view's next cycle may have
+    copied them: the shim asks for a sync and waits, so every value shows (no cached error)."""
+    base = f"/flows/LinearFlow/runs/{run}/steps/end/tasks"
+    task = stack.data(base, postprocess="false")[0]["task_id"]
+    artifacts = stack.data(f"{base}/{task}/artifacts", attempt_id=0, postprocess="true", _limit=50)
+    assert {artifact["name"]: artifact.get("postprocess_error") for artifact in artifacts} == {
+        artifact["name"]: None for artifact in artifacts}
+    assert {artifact["name"]: artifact["content"] for artifact in artifacts}["alpha"] == "3"
 
 
 def check_foreach(stack: UpstreamStack, run: str) -> None:
@@ -231,38 +265,30 @@ def check_logs(stack: UpstreamStack, run: str) -> str:
     return task
 
 
-def check_artifacts(stack: UpstreamStack, task: str, key: str) -> None:
-    """§3.1 #13, #17, then the probe artifact unpickled in the UI backend's container, as its user.
+def check_artifacts(stack: UpstreamStack, task: str, markers: list[Path]) -> None:
+    """§3.1 #13, #17: the run's and the task's artifacts, values included, as the task page asks.
 
-    Upstream's GetArtifacts fails for every artifact of a local task with the Metaflow the
-    requirements resolve to today (TypeError in TaskDataStore.get_artifact_sizes), so the
-    listing carries a postprocess_error instead of content; the probe is unpickled directly.
+    The `probe` artifact runs code when unpickled: upstream's backend unpickles it to show its
+    value, in its container, as `mfcolab-box`. It reads no secret and writes nothing outside its container.
     """
     run = task.rsplit("/steps/", 1)[0]
     assert stack.data(f"{run}/artifacts", ds_type="local", _limit=1)
-    artifacts = stack.data(f"{task}/artifacts", attempt_id=0, postprocess="true", _limit=50)
-    probe = next(artifact for artifact in artifacts if artifact["name"] == "probe")
-    assert key not in str(artifacts)
-    # A local artifact's location is ":root:<ds-root>"; the blob is content-addressed under it.
-    ds_root = probe["location"].removeprefix(":root:")
-    blob = f"{ds_root}/{probe['flow_id']}/data/{probe['sha'][:2]}/{probe['sha']}"
-    content = unpickle_in_ui_container(stack, blob)
-    assert content.count("refused:") == 3 and "read:" not in content and key not in content, content
-
-
-UNPICKLE = "import gzip, pickle, sys; print(pickle.loads(gzip.open(sys.argv[1]).read()))"
-
-
-def unpickle_in_ui_container(stack: UpstreamStack, location: str) -> str:
-    """What the backend's code gets from unpickling `location`: run in its container, as its user."""
-    container = stack.containers()["ui-backend"]["container"]
-    udocker = Udocker(stack.local / "udocker", proot=system_proot(), user="mfcolab-box",
-                      log_path=stack.tmp / "probe-udocker.log")
-    view, datastore = stack.local / "datastore-view", stack.root / "datastore"
-    result = udocker.call("run", "--nobanner", f"--volume={view}:{datastore}", container,
-                          "/opt/latest/bin/python3", "-c", UNPICKLE, location)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip()
+    artifacts = {artifact["name"]: artifact
+                 for artifact in stack.data(f"{task}/artifacts", attempt_id=0, postprocess="true", _limit=50)}
+    assert artifacts["name"].get("content") == "LogCardFlow", artifacts["name"]
+    probe = artifacts["probe"]
+    assert "postprocess_error" not in probe, probe["postprocess_error"]
+    outcome = probe["content"].split(" | ")
+    reads, writes = outcome[:3], outcome[3:]
+    assert [item.split(":")[0] for item in reads] == ["refused"] * 3, outcome
+    # A write can only land in the container's own files (udocker made the datastore's parent
+    # folders there to bind the view), never on this machine.
+    container_root = stack.local / "udocker" / "containers" / stack.containers()["ui-backend"]["container"] / "ROOT"
+    for item in writes:
+        kind, _, path = item.partition(":")
+        assert kind == "refused-write" or (kind == "wrote" and (container_root / path.lstrip("/")).is_file()), item
+    for marker in markers:
+        assert not marker.exists(), f"the unpickled artifact wrote {marker}"
 
 
 def check_cards(stack: UpstreamStack, run: str, task: str) -> None:
@@ -300,3 +326,64 @@ def _decoded(page: str) -> str:
         except ValueError:
             continue
     return " ".join(found)
+
+
+def check_in_chromium(stack: UpstreamStack, runs: dict[str, str], task: str) -> None:
+    """The official UI in Debian's Chromium: sign in, the home page lists the runs, a run's DAG,
+    the task page with its log lines. A screenshot of each page."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup --test installs it)")
+    shots = stack.tmp / "screenshots"
+    shots.mkdir()
+    print(f"\nscreenshots of the official UI: {shots}")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+
+            def shot(name: str) -> None:
+                page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+            def see(text: str, exact: bool = False) -> None:
+                page.get_by_text(text, exact=exact).first.wait_for(state="visible", timeout=WAIT_MS)
+
+            page.goto(stack.url + "/login", wait_until="domcontentloaded")
+            shot("01-login")
+            page.fill("input[name=key]", stack.key)
+            page.click("button[type=submit]")
+            page.wait_for_url(stack.url + "/", timeout=WAIT_MS)
+            assert page.evaluate("window.METAFLOW_SERVICE") == "/api"
+
+            for flow, run in runs.items():
+                row = page.locator("tbody tr").filter(has_text=flow).filter(
+                    has=page.locator("td", has_text=re.compile(rf"^\s*{run}\s*$")))
+                row.first.wait_for(timeout=WAIT_MS)
+            shot("02-home")
+
+            page.goto(f"{stack.url}/ForeachFlow/{runs['ForeachFlow']}/view/dag", wait_until="domcontentloaded")
+            for step in ("start", "square", "join", "end"):
+                see(step, exact=True)
+            shot("03-run-dag")
+
+            flow, number, step, task_id = task.removeprefix("/flows/").split("/")[::2]
+            assert (flow, number, step) == ("LogCardFlow", runs["LogCardFlow"], "start")
+            page.goto(f"{stack.url}/{flow}/{number}/{step}/{task_id}", wait_until="domcontentloaded")
+            see(f"out line {LOG_LINES - 1:04d}")  # the log opens at its end
+            see("err line 4")
+            shot("04-task-log")
+        finally:
+            chromium.close()
+    assert errors == []
+
+
+def check_no_secret_shown(stack: UpstreamStack, secrets: dict[str, str]) -> None:
+    """Neither secret in any /api answer the test read, nor in any log of the stack."""
+    logs = {str(path): path.read_text(errors="replace") for path in (stack.local / "logs").rglob("*") if path.is_file()}
+    assert logs and stack.answers
+    for what, secret in secrets.items():
+        assert len(secret) >= 16, what
+        assert not [answer[:200] for answer in stack.answers if secret in answer], f"{what} in an /api answer"
+        assert not [name for name, text in logs.items() if secret in text], f"{what} in a log"

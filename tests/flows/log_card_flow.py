@@ -7,9 +7,10 @@ from metaflow import FlowSpec, card, current, step
 from metaflow.cards import Markdown
 
 LINES = 2000
-# Run by whoever unpickles the artifact: reads each path, or says why it could not.
+# Run by whoever unpickles the artifact: reads each path and writes a marker at each target,
+# or says why it could not.
 PROBE = """
-def probe(paths):
+def probe(paths, targets):
     found = []
     for path in paths:
         try:
@@ -17,18 +18,27 @@ def probe(paths):
                 found.append("read:" + handle.read())
         except Exception as exc:
             found.append("refused:" + type(exc).__name__)
+    for target in targets:
+        try:
+            with open(target, "w") as handle:
+                handle.write("written by an unpickled artifact")
+            found.append("wrote:" + target)
+        except Exception as exc:
+            found.append("refused-write:" + type(exc).__name__)
     return " | ".join(found)
 """
 
 
 class FileProbe:
-    """Unpickles into a string: what reading `paths` gave the process that unpickled it."""
+    """Unpickles into a string: what reading `paths` and writing `targets` gave the process that unpickled it."""
 
-    def __init__(self, paths):
+    def __init__(self, paths, targets):
         self.paths = paths
+        self.targets = targets
 
     def __reduce__(self):
-        return eval, (f"(lambda ns: (exec({PROBE!r}, ns), ns['probe']({self.paths!r}))[1])({{}})",)
+        call = f"ns['probe']({self.paths!r}, {self.targets!r})"
+        return eval, (f"(lambda ns: (exec({PROBE!r}, ns), {call})[1])({{}})",)
 
 
 class LogCardFlow(FlowSpec):
@@ -41,7 +51,8 @@ class LogCardFlow(FlowSpec):
             print(f"err line {number}", file=sys.stderr)
         current.card.append(Markdown("# card-marker-5e2a"))
         paths = [path for path in os.environ.get("PROBE_PATHS", "").split(os.pathsep) if path]
-        self.probe = FileProbe(paths)
+        targets = [path for path in os.environ.get("PROBE_WRITES", "").split(os.pathsep) if path]
+        self.probe = FileProbe(paths, targets)
         self.next(self.end)
 
     @step

@@ -11,8 +11,8 @@ mfcolab's (`sql/`), so no migration container runs.
 
 Both run as an unprivileged system user (container_user.py). The metadata service gets no
 datastore at all; the UI backend sees a copy of it, at the datastore's own path, that it can
-read and not change, plus a shim that makes its moves out of the datastore copies
-(datastore_view.py, docs/official-images.md).
+read and not change, plus a shim that makes its moves out of the datastore copies and asks for
+a sync of the copy when it lacks a task (datastore_view.py, docs/official-images.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ..errors import ConfigError, ContainerError
 from ..settings import Settings
 from ..web.uibundle import replace_folder
 from .component import ContainerComponent
-from .datastore_view import SHIM_DIR, SHIM_ROOT_ENV, ViewSync, write_shim
+from .container_user import container_user, give_to_container_user
+from .datastore_view import REQUEST_DIR, REQUEST_ENV, REQUEST_FILE, SHIM_DIR, SHIM_ROOT_ENV, SYNCED_FILE, ViewSync, write_shim
 from .pulls import ProgressCallback
 from .udocker_client import ContainerSpec, Udocker
 
@@ -127,11 +128,13 @@ def ui_env(settings: Settings, db: Database) -> dict[str, str]:
         # Cards: `connect` profiles write them to <ds-root>/mf.cards, ds-root being <datastore>/.metaflow.
         "METAFLOW_CARD_LOCALROOT": str(card_root(settings)),
         # No reads ahead of a request: the backend would read (and cache) a new run's files from
-        # the view before the view has them (it lags the datastore by up to ViewSync.interval).
+        # the view before the view has them (it lags the datastore by up to ViewSync.interval;
+        # a read of a task the view lacks asks for a sync and waits for it, see the shim).
         "FEATURE_PREFETCH_DISABLE": "1",
         # The shim (datastore_view.SHIM): a move out of the datastore is a copy.
         "PYTHONPATH": SHIM_DIR,
         SHIM_ROOT_ENV: str(settings.datastore_dir),
+        REQUEST_ENV: f"{REQUEST_DIR}/{REQUEST_FILE}",
     }
 
 
@@ -148,6 +151,11 @@ def shim_dir(settings: Settings) -> Path:
     return settings.local / "container-shim"
 
 
+def view_request_dir(settings: Settings) -> Path:
+    """Where the UI backend's container asks for a sync of the view (the one folder it may write)."""
+    return settings.local / "view-requests"
+
+
 def metadata_spec(settings: Settings, db: Database, image: str | None = None) -> ContainerSpec:
     return ContainerSpec(
         name="metadata", image=image or official_image(settings), command=METADATA_COMMAND, port=settings.service_port,
@@ -161,7 +169,8 @@ def ui_spec(settings: Settings, db: Database, image: str | None = None) -> Conta
     return ContainerSpec(
         name="ui-backend", image=image or official_image(settings), command=UI_COMMAND, port=settings.ui_port,
         env=ui_env(settings, db), secret_env=secret_env(db), workdir=WORKDIR,
-        binds=((datastore_view_dir(settings), str(settings.datastore_dir)), (shim_dir(settings), SHIM_DIR)),
+        binds=((datastore_view_dir(settings), str(settings.datastore_dir)), (shim_dir(settings), SHIM_DIR),
+               (view_request_dir(settings), REQUEST_DIR)),
         health_path=f"{UI_PREFIX}/ping", port_flag="--ui-port",
     )
 
@@ -198,6 +207,8 @@ class UiBackendComponent(ContainerComponent):
         if self.shim is not None:
             write_shim(self.shim)
         if self.view is not None:
+            if self.view.request is not None:
+                open_to_the_container(self.view.request.parent)
             self.view.sync()  # the whole datastore once before the backend can ask for any of it
 
     def start(self) -> None:
@@ -222,6 +233,14 @@ class UiBackendComponent(ContainerComponent):
         return {**super().info(), "static_dir": str(self.static_dir)}
 
 
+def open_to_the_container(folder: Path) -> None:
+    """`folder` writable by the user the containers run as (the current user when there is no other)."""
+    if container_user() is None:
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        give_to_container_user(folder)
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -243,7 +262,9 @@ def components(settings: Settings, database: Any, image: str | None = None) -> l
     if settings.ui == "official":
         found.append(UiBackendComponent(ui_spec(settings, db, image), udocker, settings.logs_dir,
                                         ui_static_dir(settings), registry=settings.registry,
-                                        view=ViewSync(settings.datastore_dir, datastore_view_dir(settings)),
+                                        view=ViewSync(settings.datastore_dir, datastore_view_dir(settings),
+                                                      request=view_request_dir(settings) / REQUEST_FILE,
+                                                      synced=shim_dir(settings) / SYNCED_FILE),
                                         shim=shim_dir(settings)))
     return found
 
