@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import time
 import zlib
@@ -30,7 +29,7 @@ from ..errors import ConfigError, MfcolabError, SnapshotError, StackStateError
 from ..settings import Settings
 from ..supervisor.process import pid_alive
 from ..types import Progress
-from . import snapshots, walfile
+from . import snapshots, waldump, walfile
 from .mirror import read_control_data
 from .snapshots import Generation, Manifest
 
@@ -200,7 +199,7 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
         wal_dir.mkdir(parents=True)
         last = _fetch_wal(settings, manifest, generation, end, wal_dir, progress)
         if target_time is not None:
-            target_time = _reachable_target(wal_dir, target_time, progress)
+            target_time = _reachable_target(settings, wal_dir, target_time, progress)
         _configure_recovery(work, wal_dir, target_time)
         log.info("recovery of generation %s: WAL %s..%s from %s, %s", generation.id, generation.start_segment, end,
                  wal_dir, f"stopping after {target_time.isoformat()}" if target_time else "replaying all of it")
@@ -457,34 +456,16 @@ def parse_until(text: str, now: float | None = None) -> datetime:
     return moment.astimezone(UTC)
 
 
-_COMMIT_TIME = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
-
-
-def _reachable_target(wal_dir: Path, target_time: datetime, progress: Progress) -> datetime | None:
+def _reachable_target(settings: Settings, wal_dir: Path, target_time: datetime, progress: Progress) -> datetime | None:
     """`target_time`, or None when no transaction in the fetched WAL ended after it: Postgres stops
     before the first one that did, and refuses to start if there is none, so then replay it all."""
-    last = _last_transaction_time(wal_dir)
+    segments = sorted(name for name in os.listdir(wal_dir) if snapshots.is_segment(name))
+    last = waldump.last_transaction_time(settings, wal_dir, segments) if segments else None
     if last is not None and last > target_time:
         return target_time
     ended = "holds no transaction" if last is None else f"ends with a transaction at {_local_time(last.timestamp())}"
     progress(f"{_local_time(target_time.timestamp())} is after the newest shipped WAL (it {ended}): restoring all of it")
     return None
-
-
-def _last_transaction_time(wal_dir: Path) -> datetime | None:
-    """The end time of the newest transaction in the WAL segments of `wal_dir` (pg_waldump)."""
-    segments = sorted(name for name in os.listdir(wal_dir) if snapshots.is_segment(name))
-    if not segments:
-        return None
-    # pg_waldump exits non-zero at the end of the WAL (no valid record after it): the records
-    # before that are what it printed.
-    result = subprocess.run([str(postgres.pg_binary("pg_waldump")), "--path", str(wal_dir), "--rmgr", "Transaction",
-                             segments[0], segments[-1]], check=False, capture_output=True, text=True, env={**os.environ, "TZ": "UTC"},
-                            timeout=600)
-    times = _COMMIT_TIME.findall(result.stdout)
-    if not times:
-        return None
-    return datetime.fromisoformat(times[-1]).replace(tzinfo=UTC)
 
 
 # Ids further than this past the database's sequences are not lost runs or tasks (a local-metadata
