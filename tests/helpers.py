@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import threading
@@ -39,6 +40,24 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def processes_below(folder: Path) -> dict[int, bytes]:
+    """Live processes (pid: command line) whose command line names `folder` or whose working
+    folder is inside it: a stack started there (supervisor, Postgres, web, UI backend), flows run there."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if state != "Z" and (str(folder).encode() in cmdline or cwd.startswith(str(folder))):
+            found[int(entry)] = cmdline
+    return found
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
