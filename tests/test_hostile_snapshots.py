@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -195,6 +196,101 @@ def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_roo
     snapshots.save_manifest(settings, manifest)
     with pytest.raises(SnapshotError, match="a segment has"):
         restore_if_needed(settings, progress=lambda line: None)
+
+
+def _in_a_thread(call: Callable[[], object], fifo: Path) -> object:
+    """What `call` returned or raised; an AssertionError if it waited on `fifo` (which is then
+    opened for writing and closed, so the waiting reader gets an end of file and the test goes on)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+        raise AssertionError(f"the restore waited on the FIFO {fifo}")
+    return box["value"]
+
+
+def test_restore_stops_the_wal_at_a_fifo_in_place_of_a_segment(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    pieces = _segments(settings)
+    kept, bad = pieces[-3], pieces[-2]
+    bad.unlink()
+    os.mkfifo(bad)
+    lines: list[str] = []
+    description = _in_a_thread(lambda: restore_if_needed(settings, progress=lines.append), bad)
+    assert isinstance(description, str) and f"WAL through {kept.name[:-3]}" in description
+    assert any(f"WAL ends early at {bad.name[:-3]}" in line and "not a regular file" in line for line in lines)
+
+
+def test_restore_refuses_a_base_archive_that_is_a_fifo(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    manifest = snapshots.load_manifest(settings)
+    assert manifest is not None
+    generation = manifest.generations[-1]
+    archive = snapshots.base_dir(settings, generation.id) / "base.tar.gz"
+    archive.unlink()
+    os.mkfifo(archive)
+    generation.files["base.tar.gz"] = 0  # what a FIFO's size reads as
+    snapshots.save_manifest(settings, manifest)
+    lines: list[str] = []
+    refused = _in_a_thread(lambda: restore_if_needed(settings, progress=lines.append), archive)
+    assert isinstance(refused, SnapshotError) and "could be restored" in refused.message
+    assert any("base.tar.gz is damaged or unreadable: it is not a regular file" in line for line in lines)
+    assert not settings.pgdata.exists()
+
+
+def test_a_fifo_or_a_link_in_place_of_the_manifest_is_rebuilt_from_the_generation_records(
+        shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    manifest = snapshots.manifest_path(settings)
+    expected = snapshots.load_manifest(settings)
+    assert expected is not None
+    manifest.unlink()
+    os.mkfifo(manifest)
+    rebuilt = _in_a_thread(lambda: snapshots.load_manifest(settings), manifest)
+    assert isinstance(rebuilt, snapshots.Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
+    manifest.unlink()
+    manifest.symlink_to("/dev/zero")  # read whole, it never ends
+    rebuilt = _in_a_thread(lambda: snapshots.load_manifest(settings), manifest)
+    assert isinstance(rebuilt, snapshots.Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
+
+
+def _add_history(settings: Settings, name: str, content: bytes) -> Path:
+    """A timeline history entry in the manifest and its piece, as a writer of the root folder would add them."""
+    manifest = snapshots.load_manifest(settings)
+    assert manifest is not None
+    system = manifest.generations[-1].system_identifier
+    piece = snapshots.wal_dir(settings, system) / snapshots.wal_piece(name)
+    piece.write_bytes(gzip.compress(content))
+    manifest.history.append(f"{system}/{name}")
+    snapshots.save_manifest(settings, manifest)
+    return piece
+
+
+def test_restore_decompresses_no_more_of_a_history_file_than_one_can_hold(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    _add_history(settings, "00000002.history", b"1\t0/3000000\tno recovery target specified\n" * (1 << 20))  # 42 MiB
+    with pytest.raises(SnapshotError, match="00000002.history"):
+        restore_if_needed(settings, progress=lambda line: None)
+    assert not (snapshots.restore_wal_dir(settings) / "00000002.history").exists()
+
+
+def test_restore_writes_no_history_file_named_outside_its_folder(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    name = "../../escaped.history"
+    piece = _add_history(settings, name, b"1\t0/3000000\tno recovery target specified\n")
+    assert piece.exists()
+    assert restore_if_needed(settings, progress=lambda line: None) is not None
+    assert not (snapshots.restore_wal_dir(settings) / name).exists()
 
 
 # --- the mirror and the staging folder (writable by the server user) ---------------------------

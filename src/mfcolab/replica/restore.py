@@ -27,6 +27,7 @@ import psycopg2
 from .. import postgres
 from ..errors import ConfigError, MfcolabError, SnapshotError, StackStateError
 from ..settings import Settings
+from ..sharedfile import RefusedFile, open_regular
 from ..supervisor.process import pid_alive
 from ..types import Progress
 from . import snapshots, waldump, walfile
@@ -267,12 +268,13 @@ def _plain_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 
 def _extract(archive: Path, dest: Path) -> None:
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with open_regular(archive) as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
             tar.extractall(dest, filter=_plain_only)
     except tarfile.FilterError as exc:
         raise SnapshotError(f"{archive} is refused: {exc}", "restore an older generation; someone wrote this archive by hand") from exc
     except (OSError, EOFError, tarfile.TarError) as exc:
-        raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
+        reason = exc.strerror if isinstance(exc, RefusedFile) else exc
+        raise SnapshotError(f"{archive} is damaged or unreadable: {reason}", "restore an older generation") from exc
 
 
 # Settings of postgresql.conf kept from a restored archive: harmless ones, with plain values.
@@ -315,8 +317,13 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     source = snapshots.wal_dir(settings, generation.system_identifier)
     for entry in manifest.history:
         system_identifier, name = entry.split("/", 1)
-        if system_identifier == generation.system_identifier and (source / snapshots.wal_piece(name)).exists():
-            snapshots.gunzip_to(source / snapshots.wal_piece(name), wal_dir / name)
+        piece = source / snapshots.wal_piece(name)
+        if system_identifier == generation.system_identifier and snapshots.is_history(name) and piece.exists():
+            history = _gunzip_piece(piece, walfile.MAX_HISTORY_BYTES)
+            if len(history) > walfile.MAX_HISTORY_BYTES:
+                raise walfile.RefusedWal(piece, f"it decompresses to more than {walfile.MAX_HISTORY_BYTES} bytes")
+            walfile.check_history(piece, history)
+            (wal_dir / name).write_bytes(history)
     wal_range = manifest.range_for(generation)
     if wal_range is None:
         return None
@@ -344,13 +351,20 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
 
 def _fetch_segment(piece: Path, dest: Path, segno: int, generation: Generation) -> None:
     """Decompress one shipped segment and check its size and header before recovery may read it."""
-    try:
-        with gzip.open(piece, "rb") as handle:
-            data = handle.read(generation.segment_size + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SnapshotError(f"{piece} is damaged or unreadable: {exc}", "restore an older generation") from exc
+    data = _gunzip_piece(piece, generation.segment_size)
     walfile.check_segment(piece, data, generation.segment_size, segno, generation.system_identifier)
     dest.write_bytes(data)
+
+
+def _gunzip_piece(piece: Path, max_bytes: int) -> bytes:
+    """A shipped piece decompressed, at most `max_bytes` and one byte more of it (more is refused
+    by the checks after): a regular file only, never through a link or from a FIFO."""
+    try:
+        with open_regular(piece) as raw, gzip.open(raw, "rb") as handle:
+            return handle.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, RefusedFile) else exc
+        raise SnapshotError(f"{piece} is damaged or unreadable: {reason}", "restore an older generation") from exc
 
 
 def _configure_recovery(pgdata: Path, wal_dir: Path, target_time: datetime | None) -> None:

@@ -23,26 +23,25 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
-import gzip
 import json
 import os
 import re
 import secrets
 import time
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import SnapshotError
 from ..settings import Settings
+from ..sharedfile import RefusedFile, read_regular
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 WRITER_CLAIM = "writer.json"
 GENERATION_RECORD = "generation.json"
 TEMP_MARK = ".tmp-"
-CHUNK = 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest or generation record read back (a few KB in practice)
 
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 _HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
@@ -276,10 +275,10 @@ def load_manifest(settings: Settings) -> Manifest | None:
     None when the root folder holds no snapshot at all. OSError passes through (root unreadable)."""
     path = manifest_path(settings)
     try:
-        return Manifest.from_json(json.loads(path.read_bytes()))
+        return Manifest.from_json(json.loads(read_regular(path, MAX_MANIFEST_BYTES)))
     except FileNotFoundError:
         pass
-    except (ValueError, TypeError, SnapshotError):
+    except (RefusedFile, ValueError, TypeError, SnapshotError):
         pass
     return rebuild_manifest(settings)
 
@@ -292,7 +291,7 @@ def rebuild_manifest(settings: Settings) -> Manifest | None:
     manifest = Manifest()
     for folder in sorted(bases.iterdir()):
         try:
-            generation = Generation(**json.loads((folder / GENERATION_RECORD).read_bytes()))
+            generation = Generation(**json.loads(read_regular(folder / GENERATION_RECORD, MAX_MANIFEST_BYTES)))
         except (OSError, ValueError, TypeError):
             continue
         if all((folder / name).is_file() for name in generation.files):
@@ -372,24 +371,6 @@ def sync_folder(folder: Path) -> None:
         pass  # FUSE folders (Drive) may not support it; the rename is what makes the file visible
     finally:
         os.close(fd)
-
-
-def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
-    while chunk := handle.read(CHUNK):
-        yield chunk
-
-
-def gunzip_to(source: Path, dest: Path) -> None:
-    """Decompress a shipped piece to a local file (temp name, then rename). Raises on damage."""
-    temp = temp_name(dest)
-    try:
-        with gzip.open(source, "rb") as src, open(temp, "wb") as out:
-            for chunk in read_chunks(src):  # type: ignore[arg-type]
-                out.write(chunk)
-        os.replace(temp, dest)
-    except (OSError, EOFError, zlib.error) as exc:
-        temp.unlink(missing_ok=True)
-        raise SnapshotError(f"{source} is damaged or unreadable: {exc}", "restore an older generation: mfcolab restore --generation G") from exc
 
 
 def remove_stale_temps(folder: Path) -> int:
