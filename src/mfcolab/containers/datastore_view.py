@@ -27,6 +27,8 @@ import stat
 import threading
 from pathlib import Path
 
+from ..sharedfile import open_regular
+
 log = logging.getLogger(__name__)
 
 SHIM_DIR = "/opt/mfcolab"  # where the shim folder appears inside the container (PYTHONPATH)
@@ -108,7 +110,7 @@ def _same(info: os.stat_result, target: Path) -> bool:
 def _copy(origin: Path, target: Path, info: os.stat_result) -> bool:
     staging = target.with_name(f".{target.name}.mfcolab-tmp")
     try:
-        with open(origin, "rb") as reader, open(staging, "wb") as writer:
+        with open_regular(origin) as reader, open(staging, "wb") as writer:  # swapped for a link or FIFO since: refused
             shutil.copyfileobj(reader, writer, 1024 * 1024)
         os.chmod(staging, FILE_MODE)
         os.utime(staging, ns=(info.st_atime_ns, info.st_mtime_ns))
