@@ -60,6 +60,28 @@ def processes_below(folder: Path) -> dict[int, bytes]:
     return found
 
 
+def returned_or_raised(call: Callable[[], object], fifo: Path, wait: float = 60.0) -> object:
+    """What `call` returned or raised; an AssertionError if it was still waiting on the FIFO `fifo`
+    after `wait` seconds (the FIFO is then opened for writing and closed, so that the reader gets
+    an end of file and the test goes on)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(wait)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(wait)
+        raise AssertionError(f"the reader waited on the FIFO {fifo}")
+    return box["value"]
+
+
 def make_settings(tmp: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "root": tmp / "root", "local": tmp / "local", "port": free_port(), "pg_port": free_port(), "tunnel": False,

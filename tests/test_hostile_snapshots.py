@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import psycopg2
 import pytest
 
 from crashtrials.components import ComponentStack
-from helpers import make_settings, wait_until
+from helpers import make_settings, returned_or_raised, wait_until
 from mfcolab.replica import snapshots, walfile
 from mfcolab.errors import SnapshotError
 from mfcolab.replica.mirror import Mirror
@@ -198,27 +197,6 @@ def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_roo
         restore_if_needed(settings, progress=lambda line: None)
 
 
-def _in_a_thread(call: Callable[[], object], fifo: Path) -> object:
-    """What `call` returned or raised; an AssertionError if it waited on `fifo` (which is then
-    opened for writing and closed, so the waiting reader gets an end of file and the test goes on)."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except Exception as exc:  # noqa: BLE001 - handed to the test thread
-            box["value"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(60)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(60)
-        raise AssertionError(f"the restore waited on the FIFO {fifo}")
-    return box["value"]
-
-
 def test_restore_stops_the_wal_at_a_fifo_in_place_of_a_segment(shipped_root: Path, tmp_path: Path) -> None:
     settings = _copy(shipped_root, tmp_path)
     pieces = _segments(settings)
@@ -226,7 +204,7 @@ def test_restore_stops_the_wal_at_a_fifo_in_place_of_a_segment(shipped_root: Pat
     bad.unlink()
     os.mkfifo(bad)
     lines: list[str] = []
-    description = _in_a_thread(lambda: restore_if_needed(settings, progress=lines.append), bad)
+    description = returned_or_raised(lambda: restore_if_needed(settings, progress=lines.append), bad)
     assert isinstance(description, str) and f"WAL through {kept.name[:-3]}" in description
     assert any(f"WAL ends early at {bad.name[:-3]}" in line and "not a regular file" in line for line in lines)
 
@@ -242,7 +220,7 @@ def test_restore_refuses_a_base_archive_that_is_a_fifo(shipped_root: Path, tmp_p
     generation.files["base.tar.gz"] = 0  # what a FIFO's size reads as
     snapshots.save_manifest(settings, manifest)
     lines: list[str] = []
-    refused = _in_a_thread(lambda: restore_if_needed(settings, progress=lines.append), archive)
+    refused = returned_or_raised(lambda: restore_if_needed(settings, progress=lines.append), archive)
     assert isinstance(refused, SnapshotError) and "could be restored" in refused.message
     assert any("base.tar.gz is damaged or unreadable: it is not a regular file" in line for line in lines)
     assert not settings.pgdata.exists()
@@ -256,11 +234,11 @@ def test_a_fifo_or_a_link_in_place_of_the_manifest_is_rebuilt_from_the_generatio
     assert expected is not None
     manifest.unlink()
     os.mkfifo(manifest)
-    rebuilt = _in_a_thread(lambda: snapshots.load_manifest(settings), manifest)
+    rebuilt = returned_or_raised(lambda: snapshots.load_manifest(settings), manifest)
     assert isinstance(rebuilt, snapshots.Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
     manifest.unlink()
     manifest.symlink_to("/dev/zero")  # read whole, it never ends
-    rebuilt = _in_a_thread(lambda: snapshots.load_manifest(settings), manifest)
+    rebuilt = returned_or_raised(lambda: snapshots.load_manifest(settings), manifest)
     assert isinstance(rebuilt, snapshots.Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
 
 

@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import returned_or_raised
 from mfcolab.client.relay import ConnectionSource
 from mfcolab.containers.datastore_view import sync_view
 from mfcolab.credentials import read_connection
@@ -24,27 +23,6 @@ from mfcolab.web.sessions import SessionStore
 from mfcolab.web.uibundle import digest_file, fetch_release
 
 KEY = "k" * 43
-
-
-def outcome(call: Callable[[], object], fifo: Path) -> object:
-    """What `call` returned or raised; an AssertionError if it waited on `fifo` (which is then
-    opened for writing and closed, so the waiting reader gets an end of file and the test goes on)."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = call()
-        except Exception as exc:  # noqa: BLE001 - handed to the test thread
-            box["value"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(30)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(30)
-        raise AssertionError(f"the reader waited on the FIFO {fifo}")
-    return box["value"]
 
 
 def _secret(tmp_path: Path, text: str) -> Path:
@@ -59,7 +37,7 @@ def _secret(tmp_path: Path, text: str) -> Path:
 def test_read_regular_refuses_a_fifo_a_link_and_an_oversized_file(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    refused = outcome(lambda: read_regular(fifo, 100), fifo)
+    refused = returned_or_raised(lambda: read_regular(fifo, 100), fifo)
     assert isinstance(refused, RefusedFile) and refused.strerror == "it is not a regular file"
     link = tmp_path / "link"
     link.symlink_to(_secret(tmp_path, "secret"))
@@ -128,7 +106,7 @@ def test_the_relay_keeps_its_url_when_connection_json_becomes_a_fifo(tmp_path: P
     assert source.current(force=True) is not None
     path.unlink()
     os.mkfifo(path)
-    upstream = outcome(lambda: source.current(force=True), path)
+    upstream = returned_or_raised(lambda: source.current(force=True), path)
     assert upstream is not None and getattr(upstream, "url", None) == "http://127.0.0.1:1"
     assert "not a regular file" in source.problem
 
@@ -148,7 +126,7 @@ def test_the_door_keeps_its_key_when_the_key_file_becomes_a_fifo_or_a_link(tmp_p
     key_file.unlink()
     os.mkfifo(key_file)
     access._checked_at = float("-inf")  # noqa: SLF001 - look again now, not in a second
-    assert outcome(lambda: access.key, key_file) == KEY
+    assert returned_or_raised(lambda: access.key, key_file) == KEY
     key_file.unlink()
     key_file.symlink_to(_secret(tmp_path, "a-secret-that-is-not-the-key"))
     access._checked_at = float("-inf")  # noqa: SLF001
@@ -159,7 +137,7 @@ def test_a_fifo_sessions_file_means_no_sessions_and_does_not_block(tmp_path: Pat
     path = tmp_path / "sessions.json"
     os.mkfifo(path)
     store = SessionStore(path)
-    assert outcome(lambda: len(store), path) == 0
+    assert returned_or_raised(lambda: len(store), path) == 0
 
 
 # --- the UI bundle's recorded digest --------------------------------------------------------------
@@ -169,7 +147,7 @@ def test_a_fifo_in_place_of_the_recorded_digest_is_no_digest(tmp_path: Path) -> 
     archive.parent.mkdir()
     archive.write_bytes(b"PK not really")
     os.mkfifo(digest_file(archive))
-    refused = outcome(lambda: fetch_release("http://127.0.0.1:1/x.zip", archive, progress=False), digest_file(archive))
+    refused = returned_or_raised(lambda: fetch_release("http://127.0.0.1:1/x.zip", archive, progress=False), digest_file(archive))
     assert isinstance(refused, UiBundleError) and "has no recorded digest" in refused.message
 
 
@@ -190,7 +168,7 @@ def test_the_datastore_view_copies_no_link_or_fifo_even_one_swapped_in_while_it_
     os.mkfifo(fifo)
     view.mkdir()
     assert datastore_view._copy(swapped, view / "swapped", regular) is False  # noqa: SLF001 - the copy step itself
-    assert outcome(lambda: datastore_view._copy(fifo, view / "fifo", regular), fifo) is False  # noqa: SLF001
+    assert returned_or_raised(lambda: datastore_view._copy(fifo, view / "fifo", regular), fifo) is False  # noqa: SLF001
     assert sorted(p.name for p in view.iterdir()) == []
     result = sync_view(source, view)
     assert (view / "ok").read_text() == "artifact" and not (view / "swapped").exists() and not (view / "fifo").exists()
