@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import returned_or_raised
+from helpers import make_settings, returned_or_raised
 from mfcolab.client.relay import ConnectionSource
+from mfcolab.containers import datastore_view
 from mfcolab.containers.datastore_view import sync_view
 from mfcolab.credentials import read_connection
 from mfcolab.errors import ConfigError, UiBundleError
+from mfcolab.replica import snapshots
+from mfcolab.replica.writer import read_claim
 from mfcolab.sharedfile import RefusedFile, read_regular
 from mfcolab.web.auth import AccessKey
 from mfcolab.web.sessions import SessionStore
@@ -156,8 +159,6 @@ def test_a_fifo_in_place_of_the_recorded_digest_is_no_digest(tmp_path: Path) -> 
 def test_the_datastore_view_copies_no_link_or_fifo_even_one_swapped_in_while_it_copies(tmp_path: Path) -> None:
     """A file the walk saw as regular is a link to a root-only file, or a FIFO, by the time it is
     copied: nothing of it reaches the view (which every user can read)."""
-    from mfcolab.containers import datastore_view
-
     source, view = tmp_path / "datastore", tmp_path / "view"
     source.mkdir()
     secret = _secret(tmp_path, "root only")
@@ -173,3 +174,16 @@ def test_the_datastore_view_copies_no_link_or_fifo_even_one_swapped_in_while_it_
     result = sync_view(source, view)
     assert (view / "ok").read_text() == "artifact" and not (view / "swapped").exists() and not (view / "fifo").exists()
     assert result.files == 1
+
+
+# --- the writer claim (which stack ships to the root folder) --------------------------------------
+
+def test_a_fifo_or_a_link_in_place_of_the_writer_claim_reads_as_no_claim(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    claim = snapshots.writer_claim_path(settings)
+    claim.parent.mkdir(parents=True)
+    os.mkfifo(claim)
+    assert returned_or_raised(lambda: read_claim(settings), claim) is None
+    claim.unlink()
+    claim.symlink_to(_secret(tmp_path, json.dumps({"stack": "s", "host": "h", "pid": 1, "since": 0.0})))
+    assert read_claim(settings) is None

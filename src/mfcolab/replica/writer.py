@@ -25,6 +25,7 @@ import time
 
 from ..errors import SnapshotError
 from ..settings import Settings
+from ..sharedfile import read_regular
 from ..supervisor.process import pid_alive
 from . import snapshots
 
@@ -46,7 +47,7 @@ class Claim:
 def read_claim(settings: Settings) -> Claim | None:
     """The current claim; None when there is none or it cannot be read (treated as unclaimed)."""
     try:
-        data = json.loads(snapshots.writer_claim_path(settings).read_text())
+        data = json.loads(read_regular(snapshots.writer_claim_path(settings), 64 * 1024))
         return Claim(str(data["stack"]), str(data["host"]), int(data["pid"]), float(data["since"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
