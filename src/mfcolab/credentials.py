@@ -46,7 +46,7 @@ def _load_or_create(path: Path) -> str:
     except (RefusedFile, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, RefusedFile) else "it is not text"
         raise ConfigError(f"{path} is refused: {reason}",
-                          f"put the secret back in {path} as a plain text file, or remove it for a new one") from exc
+                          f"replace {path} with a plain text file holding the secret (a copy of it from another machine)") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", f"check the permissions of {path.parent}") from exc
     if not value:
