@@ -16,7 +16,7 @@ from helpers import make_settings, returned_or_raised
 from mfcolab.client.relay import ConnectionSource
 from mfcolab.containers import datastore_view
 from mfcolab.containers.datastore_view import sync_view
-from mfcolab.credentials import read_connection
+from mfcolab.credentials import access_key, db_password, read_connection
 from mfcolab.errors import ConfigError, UiBundleError
 from mfcolab.replica import snapshots
 from mfcolab.replica.writer import read_claim
@@ -187,3 +187,14 @@ def test_a_fifo_or_a_link_in_place_of_the_writer_claim_reads_as_no_claim(tmp_pat
     claim.unlink()
     claim.symlink_to(_secret(tmp_path, json.dumps({"stack": "s", "host": "h", "pid": 1, "since": 0.0})))
     assert read_claim(settings) is None
+
+
+def test_up_and_key_refuse_a_fifo_or_a_link_in_place_of_a_secret_in_one_line(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.root.mkdir(parents=True)
+    os.mkfifo(settings.key_file)
+    refused = returned_or_raised(lambda: access_key(settings), settings.key_file)
+    assert isinstance(refused, ConfigError) and refused.message == f"{settings.key_file} is refused: it is not a regular file"
+    settings.db_password_file.symlink_to(_secret(tmp_path, "not the password"))
+    with pytest.raises(ConfigError, match="is refused: it is a symbolic link"):
+        db_password(settings)
