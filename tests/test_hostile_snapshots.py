@@ -19,8 +19,8 @@ import pytest
 
 from crashtrials.components import ComponentStack
 from helpers import make_settings, returned_or_raised, wait_until
-from mfcolab.replica import snapshots, walfile
 from mfcolab.errors import SnapshotError
+from mfcolab.replica import snapshots, walfile
 from mfcolab.replica.mirror import Mirror
 from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
