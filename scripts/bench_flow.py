@@ -8,6 +8,9 @@ CPU (the flow process and everything below it: tasks, sidecars, card processes; 
 reaped here, this process being their subreaper) and, for service runs, the CPU of the web
 process (front door + service) and of Postgres, read from /proc. Prints medians and ratios.
 
+Stopped by Ctrl-C, SIGTERM or an error, it stops the flow that is running (its whole process
+group) and then the stack, before it exits.
+
     .venv/bin/python scripts/bench_flow.py [--rounds 3] [--width 100] [--max-workers 8]
 """
 
@@ -18,6 +21,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -81,8 +85,60 @@ def reap_orphans(deadline_s: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+class Stopped(BaseException):
+    """SIGTERM, turned into an exception so that it leaves through the same cleanup as Ctrl-C."""
+
+
+def raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def mfcolab(*args: str, env: dict[str, str] | None = None) -> str:
     return subprocess.run([sys.executable, "-m", "mfcolab", *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def run_in_own_group(argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    """Run `argv` in a process group of its own; if this process is stopped meanwhile, stop the
+    whole group (the flow, its tasks and sidecars) before going on."""
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _out, err = process.communicate()
+    except BaseException:
+        ignore_stop_signals()
+        stop_group(process)
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}:\n{err.decode(errors='replace')[-3000:]}")
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    reap_orphans(2.0)
+
+
+def ignore_stop_signals() -> None:
+    """On the way out: a second Ctrl-C or SIGTERM must not cut the cleanup short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def stop_stack(folders: list[str]) -> None:
+    """`mfcolab down`, in a session of its own so that a Ctrl-C at the terminal does not reach it."""
+    ignore_stop_signals()
+    print("stopping the stack", file=sys.stderr)
+    result = subprocess.run([sys.executable, "-m", "mfcolab", "down", *folders], capture_output=True, text=True,
+                            start_new_session=True, check=False)
+    if result.returncode != 0:
+        print(f"mfcolab down exited {result.returncode}: {result.stderr.strip()}", file=sys.stderr)
 
 
 @dataclass
@@ -98,15 +154,27 @@ def run_flow(env: dict[str, str], cwd: Path, width: int, workers: int, mode: str
     metadata, switch = MODES[mode]
     cpu_before = children_cpu()
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(FLOW), "--no-pylint", "--metadata", metadata, "run", "--width", str(width),
-                    "--max-workers", str(workers)], check=True, capture_output=True,
-                   env={**env, "METAFLOW_MFCOLAB_EXTENSION": switch}, cwd=cwd)
+    run_in_own_group([sys.executable, str(FLOW), "--no-pylint", "--metadata", metadata, "run", "--width", str(width),
+                      "--max-workers", str(workers)], {**env, "METAFLOW_MFCOLAB_EXTENSION": switch}, cwd)
     wall = time.perf_counter() - start
     reap_orphans()
     return wall, children_cpu() - cpu_before
 
 
-def main() -> None:
+def main() -> int:
+    signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        measure_and_report()
+    except KeyboardInterrupt:
+        print("stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Stopped:
+        print("stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    return 0
+
+
+def measure_and_report() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--width", type=int, default=100)
@@ -119,8 +187,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         folders = ["--root", str(tmp / "root"), "--local", str(tmp / "local")]
         (tmp / "root").mkdir()
-        mfcolab("up", *folders, "--port", str(free_port()), "--pg-port", str(free_port()), "--no-tunnel")
         try:
+            mfcolab("up", *folders, "--port", str(free_port()), "--pg-port", str(free_port()), "--no-tunnel")
             env = {k: v for k, v in os.environ.items() if not k.startswith("METAFLOW_")}
             env.update(METAFLOW_HOME=str(tmp / "metaflow-home"), USERNAME="bench")
             mfcolab("connect", "--root", str(tmp / "root"), env=env)
@@ -145,7 +213,7 @@ def main() -> None:
                     line.append(f"{mode} {wall:.1f} s (client CPU {client:.1f} s)")
                 print(f"round {round_number + 1}: " + ", ".join(line), file=sys.stderr)
         finally:
-            mfcolab("down", *folders)
+            stop_stack(folders)
 
     report(measures, args, tasks_per_run)
 
@@ -165,4 +233,4 @@ def report(measures: dict[str, Measures], args: argparse.Namespace, tasks_per_ru
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

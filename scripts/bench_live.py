@@ -19,41 +19,19 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import requests
+from ui_stack import UpstreamBackend, free_port, say, ui_stack
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "ui"))
-os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
-from oracle import UpstreamBackend, build_venv
-
-from mfcolab.settings import Settings
 from mfcolab.web.component import database_dsn
 
 FLOW = "BenchLiveFlow"
 RESOURCE = f"/flows/{FLOW}/runs"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def mfcolab(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "mfcolab", *args], check=False, capture_output=True, text=True,
-                          timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"mfcolab {' '.join(args)}: {done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,39 +127,22 @@ async def idle_cpu(backends: list[Clients], pids: dict[str, int], seconds: float
             await backend.stop()
 
 
-def web_pid(folders: list[str]) -> int:
-    status = json.loads(mfcolab("status", *folders, "--json"))
-    for component in status.get("components", []):
-        if "web" in str(component.get("name", "")) and component.get("pid"):
-            return int(component["pid"])
-    raise RuntimeError(f"no web process in the status: {status}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--idle", type=float, default=20.0)
     args = parser.parse_args()
-    say = lambda text: print(text, file=sys.stderr, flush=True)
 
-    build_venv()
-    with tempfile.TemporaryDirectory(prefix="mfcolab-bench-live-") as tmp_name:
-        tmp = Path(tmp_name)
-        root, local = tmp / "root", tmp / "local"
-        root.mkdir()
-        port, pg_port = free_port(), free_port()
-        folders = ["--root", str(root), "--local", str(local)]
-        mfcolab("up", *folders, "--port", str(port), "--pg-port", str(pg_port), "--no-tunnel", "--ui", "native")
+    with ui_stack("mfcolab-bench-live-") as stack:
+        tmp, port, pg_port = stack.tmp, stack.port, stack.pg_port
         upstream = None
         try:
-            settings = Settings.resolve(root=root, local=local, pg_port=pg_port)
-            key = (root / "access_key").read_text().strip()
-            headers = {"x-api-key": key}
-            front = f"http://127.0.0.1:{port}"
+            headers = {"x-api-key": stack.key}
+            front = stack.front
             requests.post(f"{front}/metadata/flows/{FLOW}", json={"user_name": "bench"}, headers=headers,
                           timeout=60).raise_for_status()
-            parts = requests.utils.urlparse(database_dsn(settings))
+            parts = requests.utils.urlparse(database_dsn(stack.settings))
             upstream = UpstreamBackend({"host": "127.0.0.1", "port": str(pg_port), "user": parts.username or "",
                                         "password": parts.password or "", "dbname": parts.path.lstrip("/")},
                                        free_port(), tmp / "upstream.log")
@@ -190,7 +151,7 @@ def main() -> None:
             upstream.start(tmp)
             assert upstream.proc is not None
             ws_url = upstream.url.replace("http", "ws", 1) + "/ws"
-            pids = {"mfcolab": web_pid(folders), "upstream": upstream.proc.pid}
+            pids = {"mfcolab": stack.web_pid(), "upstream": upstream.proc.pid}
             print(f"{'clients':>7} {'backend':>9} {'events':>7} {'p50 ms':>8} {'p99 ms':>8}")
             for count in (1, args.clients):
                 say(f"latency with {count} client(s) per backend, {args.rows} runs")
@@ -215,7 +176,6 @@ def main() -> None:
         finally:
             if upstream is not None:
                 upstream.stop()
-            mfcolab("down", *folders)
 
 
 if __name__ == "__main__":

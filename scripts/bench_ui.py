@@ -21,14 +21,11 @@ warm-up), the ratio, and the web process's memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -40,17 +37,12 @@ from urllib.parse import urljoin, urlsplit
 
 import psycopg2
 import requests
-
-REPO = Path(__file__).resolve().parent.parent
-FLOWS = REPO / "tests" / "flows"
-sys.path.insert(0, str(REPO / "tests" / "ui"))
-# The upstream backend's venv, built on first use; apart from the tests' copy, which they may rebuild meanwhile.
-os.environ.setdefault("MFCOLAB_TEST_CACHE", str(Path.home() / ".cache" / "mfcolab-bench"))
-from oracle import UpstreamBackend, build_venv
+from ui_stack import UpstreamBackend, free_port, mfcolab, say, ui_stack
 
 from mfcolab import credentials
 from mfcolab.postgres import dsn_for, pg_binary
-from mfcolab.settings import Settings
+
+FLOWS = Path(__file__).resolve().parent.parent / "tests" / "flows"
 
 BROWSER_CONNECTIONS = 6
 HOME_ROWS = 30
@@ -76,17 +68,6 @@ class LongLogFlow(FlowSpec):
 if __name__ == "__main__":
     LongLogFlow()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def mfcolab(*args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run([sys.executable, "-m", "mfcolab", *args], check=True, capture_output=True, text=True,
-                          env=env).stdout
 
 
 def run_flow(env: dict[str, str], cwd: Path, flow: Path, *args: str) -> str:
@@ -307,16 +288,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=100_000)
     args = parser.parse_args()
-    say = lambda text: print(text, file=sys.stderr, flush=True)
 
-    build_venv()
-    with tempfile.TemporaryDirectory(prefix="mfcolab-bench-ui-") as tmp_name:
-        tmp = Path(tmp_name)
-        root, local = tmp / "root", tmp / "local"
-        root.mkdir()
-        port, pg_port = free_port(), free_port()
-        folders = ["--root", str(root), "--local", str(local)]
-        mfcolab("up", *folders, "--port", str(port), "--pg-port", str(pg_port), "--no-tunnel", "--ui", "native")
+    with ui_stack("mfcolab-bench-ui-") as stack:
+        tmp, root, port = stack.tmp, stack.root, stack.port
         backend = None
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "MFCOLAB_"))}
@@ -328,10 +302,8 @@ def main() -> None:
             linear = run_flow(env, tmp, FLOWS / "linear_flow.py")
             foreach = run_flow(env, tmp, FLOWS / "foreach_flow.py", "--width", "4")
             long_log = run_flow(env, tmp, tmp / "long_log_flow.py", "--lines", str(args.lines))
-            settings = Settings.resolve(root=root, local=local, pg_port=pg_port)
-            dsn = dsn_for(pg_port, credentials.db_password(settings))  # the superuser: it grows and copies the database
-            status = json.loads(mfcolab("status", *folders, "--json"))
-            web_pid = next(c["pid"] for c in status["components"] if c["name"] == "web")
+            dsn = dsn_for(stack.pg_port, credentials.db_password(stack.settings))  # the superuser: it grows and copies the database
+            web_pid = stack.web_pid()
             rss_flows = memory(web_pid)
             say(f"growing the database: {args.runs} runs, a foreach of {args.width}")
             with psycopg2.connect(dsn) as db:
@@ -341,7 +313,6 @@ def main() -> None:
                     cur.execute("SELECT task_id FROM tasks_v3 WHERE flow_id = 'LongLogFlow' AND run_number = %s "
                                 "AND step_name = 'start'", (int(long_log),))
                     (log_task,) = cur.fetchone()
-            key = (root / "access_key").read_text().strip()
             say("starting upstream's UI backend on a copy of the database and the datastore")
             parts = copy_database(dsn, root / "datastore", tmp / "datastore-upstream")
             backend = UpstreamBackend(parts, free_port(), tmp / "upstream.log")
@@ -349,7 +320,7 @@ def main() -> None:
                                METAFLOW_DATASTORE_SYSROOT_LOCAL=str(tmp / "datastore-upstream"))
             backend.start(tmp)
 
-            ours = Client("mfcolab", f"http://127.0.0.1:{port}/api", {"x-api-key": key})
+            ours = Client("mfcolab", f"http://127.0.0.1:{port}/api", {"x-api-key": stack.key})
             theirs = Client("upstream", backend.url, {})
             def restore() -> None:
                 restore_logs(root / "datastore", tmp / "datastore-upstream", "LongLogFlow")
@@ -379,7 +350,6 @@ def main() -> None:
         finally:
             if backend is not None:
                 backend.stop()
-            mfcolab("down", *folders)
 
     med = statistics.median
     print(f"{args.rounds} rounds after a warm-up, alternating; requests six at a time; times in ms")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import threading
@@ -40,6 +41,46 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def processes_below(folder: Path) -> dict[int, bytes]:
+    """Live processes (pid: command line) whose command line names `folder` or whose working
+    folder is inside it: a stack started there (supervisor, Postgres, web, UI backend), flows run there."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if state != "Z" and (str(folder).encode() in cmdline or cwd.startswith(str(folder))):
+            found[int(entry)] = cmdline
+    return found
+
+
+def returned_or_raised(call: Callable[[], object], fifo: Path, wait: float = 60.0) -> object:
+    """What `call` returned or raised; an AssertionError if it was still waiting on the FIFO `fifo`
+    after `wait` seconds (the FIFO is then opened for writing and closed, so that the reader gets
+    an end of file and the test goes on)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test's thread
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(wait)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(wait)
+        raise AssertionError(f"the reader waited on the FIFO {fifo}")
+    return box["value"]
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:

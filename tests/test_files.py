@@ -3,16 +3,14 @@ failed write leaves the old file and no temporary name; a secret is 0600 from it
 
 from __future__ import annotations
 
-import gzip
 import os
 import stat
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mfcolab.files import gunzip_to, is_temp_name, put_in_place, temp_name, write_atomic
+from mfcolab.files import is_temp_name, put_in_place, temp_name, write_atomic
 
 
 def test_write_atomic_replaces_the_file_and_leaves_no_temporary_name(tmp_path: Path) -> None:
@@ -60,18 +58,3 @@ def test_put_in_place_renames_a_finished_file_over_the_old_one(tmp_path: Path) -
     part.write_bytes(b"new")
     put_in_place(part, tmp_path / "cloudflared")
     assert (tmp_path / "cloudflared").read_bytes() == b"new" and not part.exists()
-
-
-def test_gunzip_to_decompresses_and_a_damaged_file_leaves_nothing(tmp_path: Path) -> None:
-    good = tmp_path / "00000002.history.gz"
-    good.write_bytes(gzip.compress(b"1\t0/3000000\tno recovery target specified\n"))
-    dest = tmp_path / "out" / "00000002.history"
-    dest.parent.mkdir()
-    assert gunzip_to(good, dest) == len(b"1\t0/3000000\tno recovery target specified\n")
-    assert dest.read_bytes().startswith(b"1\t0/3000000")
-
-    damaged = tmp_path / "damaged.gz"
-    damaged.write_bytes(good.read_bytes()[:-6])  # the CRC and length are cut off
-    with pytest.raises((EOFError, OSError, zlib.error)):
-        gunzip_to(damaged, tmp_path / "out" / "damaged")
-    assert sorted(os.listdir(tmp_path / "out")) == ["00000002.history"]

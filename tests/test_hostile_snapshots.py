@@ -18,10 +18,10 @@ import psycopg2
 import pytest
 
 from crashtrials.components import ComponentStack
-from helpers import make_settings, wait_until
+from helpers import make_settings, returned_or_raised, wait_until
 from mfcolab.errors import SnapshotError
 from mfcolab.replica import layout, walfile
-from mfcolab.replica.manifest import load_manifest, save_manifest
+from mfcolab.replica.manifest import Manifest, load_manifest, save_manifest
 from mfcolab.replica.mirror import Mirror
 from mfcolab.replica.restore import restore_if_needed
 from mfcolab.settings import Settings
@@ -196,6 +196,80 @@ def test_restore_refuses_a_short_segment_in_the_base_backups_own_wal(shipped_roo
     save_manifest(settings, manifest)
     with pytest.raises(SnapshotError, match="a segment has"):
         restore_if_needed(settings, progress=lambda line: None)
+
+
+def test_restore_stops_the_wal_at_a_fifo_in_place_of_a_segment(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    pieces = _segments(settings)
+    kept, bad = pieces[-3], pieces[-2]
+    bad.unlink()
+    os.mkfifo(bad)
+    lines: list[str] = []
+    description = returned_or_raised(lambda: restore_if_needed(settings, progress=lines.append), bad)
+    assert isinstance(description, str) and f"WAL through {kept.name[:-3]}" in description
+    assert any(f"WAL ends early at {bad.name[:-3]}" in line and "not a regular file" in line for line in lines)
+
+
+def test_restore_refuses_a_base_archive_that_is_a_fifo(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    manifest = load_manifest(settings)
+    assert manifest is not None
+    generation = manifest.generations[-1]
+    archive = layout.base_dir(settings, generation.id) / "base.tar.gz"
+    archive.unlink()
+    os.mkfifo(archive)
+    generation.files["base.tar.gz"] = 0  # what a FIFO's size reads as
+    save_manifest(settings, manifest)
+    lines: list[str] = []
+    refused = returned_or_raised(lambda: restore_if_needed(settings, progress=lines.append), archive)
+    assert isinstance(refused, SnapshotError) and "could be restored" in refused.message
+    assert any("base.tar.gz is damaged or unreadable: it is not a regular file" in line for line in lines)
+    assert not settings.pgdata.exists()
+
+
+def test_a_fifo_or_a_link_in_place_of_the_manifest_is_rebuilt_from_the_generation_records(
+        shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    manifest = layout.manifest_path(settings)
+    expected = load_manifest(settings)
+    assert expected is not None
+    manifest.unlink()
+    os.mkfifo(manifest)
+    rebuilt = returned_or_raised(lambda: load_manifest(settings), manifest)
+    assert isinstance(rebuilt, Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
+    manifest.unlink()
+    manifest.symlink_to("/dev/zero")  # read whole, it never ends
+    rebuilt = returned_or_raised(lambda: load_manifest(settings), manifest)
+    assert isinstance(rebuilt, Manifest) and [g.id for g in rebuilt.generations] == [g.id for g in expected.generations]
+
+
+def _add_history(settings: Settings, name: str, content: bytes) -> Path:
+    """A timeline history entry in the manifest and its piece, as a writer of the root folder would add them."""
+    manifest = load_manifest(settings)
+    assert manifest is not None
+    system = manifest.generations[-1].system_identifier
+    piece = layout.wal_dir(settings, system) / layout.wal_piece(name)
+    piece.write_bytes(gzip.compress(content))
+    manifest.history.append(f"{system}/{name}")
+    save_manifest(settings, manifest)
+    return piece
+
+
+def test_restore_decompresses_no_more_of_a_history_file_than_one_can_hold(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    _add_history(settings, "00000002.history", b"1\t0/3000000\tno recovery target specified\n" * (1 << 20))  # 42 MiB
+    with pytest.raises(SnapshotError, match="00000002.history"):
+        restore_if_needed(settings, progress=lambda line: None)
+    assert not (layout.restore_wal_dir(settings) / "00000002.history").exists()
+
+
+def test_restore_writes_no_history_file_named_outside_its_folder(shipped_root: Path, tmp_path: Path) -> None:
+    settings = _copy(shipped_root, tmp_path)
+    name = "../../escaped.history"
+    piece = _add_history(settings, name, b"1\t0/3000000\tno recovery target specified\n")
+    assert piece.exists()
+    assert restore_if_needed(settings, progress=lambda line: None) is not None
+    assert not (layout.restore_wal_dir(settings) / name).exists()
 
 
 # --- the mirror and the staging folder (writable by the server user) ---------------------------

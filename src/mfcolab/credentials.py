@@ -18,9 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from .errors import ConfigError
 from .files import write_atomic
 from .settings import Settings
+from .sharedfile import RefusedFile, read_regular
+
+MAX_SECRET_BYTES = 4096  # a key or password file: one line of 43 characters
+MAX_CONNECTION_BYTES = 64 * 1024  # connection.json: four short fields
 
 
 def write_private(path: Path, text: str) -> None:
@@ -34,9 +40,13 @@ def write_private(path: Path, text: str) -> None:
 
 def _load_or_create(path: Path) -> str:
     try:
-        value = path.read_text().strip()
+        value = read_regular(path, MAX_SECRET_BYTES).decode().strip()
     except FileNotFoundError:
         value = ""
+    except (RefusedFile, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, RefusedFile) else "it is not text"
+        raise ConfigError(f"{path} is refused: {reason}",
+                          f"replace {path} with a plain text file holding the secret (a copy of it from another machine)") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", f"check the permissions of {path.parent}") from exc
     if not value:
@@ -58,8 +68,11 @@ def rotate_access_key(settings: Settings) -> str:
     key = secrets.token_urlsafe(32)
     write_private(settings.key_file, key + "\n")
     SessionStore(settings.sessions_file).clear()
-    record = read_connection(settings.root)
-    if isinstance(record, dict) and isinstance(record.get("url"), str):
+    try:
+        record = read_connection(settings.root)
+    except ConfigError:
+        record = None  # not a record `up` wrote: the next `up` publishes one
+    if record is not None:
         publish_connection(settings, record["url"], key)
     return key
 
@@ -107,12 +120,27 @@ def publish_connection(settings: Settings, url: str, key: str) -> dict[str, Any]
 
 
 def read_connection(root: Path) -> dict[str, Any] | None:
+    """The record `up` published in <root>/connection.json (None when there is none), checked:
+    a small regular file holding an http(s) URL with a host and, if any, a key that is a string."""
+    path = root / "connection.json"
     try:
-        record: object = json.loads((root / "connection.json").read_text())
+        record: object = json.loads(read_regular(path, MAX_CONNECTION_BYTES))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{root / 'connection.json'} is unreadable: {exc}", "run `mfcolab up` again on the CPU side") from exc
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise ConfigError(f"{path} is unreadable: {reason}", "run `mfcolab up` again on the CPU side") from exc
     if not isinstance(record, dict):
-        raise ConfigError(f"{root / 'connection.json'} is not a connection record", "run `mfcolab up` again on the CPU side")
+        raise ConfigError(f"{path} is not a connection record", "run `mfcolab up` again on the CPU side")
+    url, key = record.get("url"), record.get("key")
+    if not (isinstance(url, str) and _is_http_url(url)) or not (key is None or isinstance(key, str)):
+        raise ConfigError(f"{path} does not name an http(s) URL and a key", "run `mfcolab up` again on the CPU side")
     return record
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = URL(text)
+    except (ValueError, TypeError):
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)

@@ -4,7 +4,6 @@
                                  (`.<name>.tmp-<pid>-<random>`), written, fsynced, renamed over
                                  `dest` (put_in_place), then the folder synced
     put_in_place(temp, dest)     the last two steps for a file written some other way (a download)
-    gunzip_to(source, dest)      a gzip file decompressed into place the same way
 
 The root folder is Google Drive on Colab: the rename is what makes a file visible there; a
 folder fsync may not be supported and is then skipped. A killed writer leaves only a
@@ -14,7 +13,6 @@ temporary name behind, recognised by `is_temp_name` (and removed by the snapshot
 
 from __future__ import annotations
 
-import gzip
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -82,10 +80,3 @@ def sync_folder(folder: Path) -> None:
 def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
     while chunk := handle.read(CHUNK):
         yield chunk
-
-
-def gunzip_to(source: Path, dest: Path) -> int:
-    """Decompress `source` into `dest` atomically. Raises OSError, EOFError or zlib.error on damage,
-    leaving `dest` as it was."""
-    with gzip.open(source, "rb") as handle:
-        return write_atomic(dest, read_chunks(handle), durable=False)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from ..credentials import write_private
+from ..credentials import read_connection, write_private
 from ..errors import ConfigError, ConnectError, PortBusyError
 from ..logfiles import open_log
 from ..supervisor.component import require_free_port
@@ -88,12 +88,14 @@ class ConnectionSource:
         if stamp == self._stamp:
             return
         try:
-            record = json.loads(self.path.read_text())
-            upstream = Upstream(str(record["url"]), "mfcolab service")
+            record = read_connection(self.path.parent)
+            if record is None:
+                raise FileNotFoundError(self.path)
+            upstream = Upstream(record["url"], "mfcolab service")
             key = record.get("key")
         except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
             # Possibly caught mid-sync: leave the stamp unset so the next look reads it again.
-            self.problem = f"{self.path} is unreadable ({type(exc).__name__})"
+            self.problem = f"{self.path} is unreadable ({exc.message if isinstance(exc, ConfigError) else type(exc).__name__})"
             return
         self._stamp = stamp
         if isinstance(key, str) and key and key != self.key:

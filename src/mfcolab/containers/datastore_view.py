@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from ..files import read_chunks, write_atomic
+from ..sharedfile import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _same(info: os.stat_result, target: Path) -> bool:
 
 def _copy(origin: Path, target: Path, info: os.stat_result) -> bool:
     try:
-        with open(origin, "rb") as reader:
+        with open_regular(origin) as reader:  # swapped for a link or FIFO since: refused
             write_atomic(target, read_chunks(reader), FILE_MODE, durable=False)  # a copy: made again if lost
         os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
     except OSError as exc:

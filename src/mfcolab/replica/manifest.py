@@ -24,9 +24,11 @@ from typing import Any
 from ..errors import SnapshotError
 from ..files import write_atomic
 from ..settings import Settings
+from ..sharedfile import RefusedFile, read_regular
 from . import layout
 
 FORMAT = 1
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest or generation record read back (a few KB in practice)
 _REFUSED_HINT = "nothing to do: the manifest is rebuilt from the generation records; if this repeats, look at who writes the root folder"
 
 
@@ -164,7 +166,7 @@ def write_manifest(path: Path, manifest: Manifest) -> int:
 def read_manifest(path: Path) -> Manifest:
     """The manifest at `path`. SnapshotError when it is not one (truncated, tampered, another
     format); FileNotFoundError and other OSErrors pass through."""
-    raw = path.read_bytes()
+    raw = read_regular(path, MAX_MANIFEST_BYTES)
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -186,7 +188,7 @@ def load_manifest(settings: Settings) -> Manifest | None:
     None when the root folder holds no snapshot at all. OSError passes through (root unreadable)."""
     try:
         return read_manifest(layout.manifest_path(settings))
-    except (FileNotFoundError, SnapshotError):
+    except (FileNotFoundError, RefusedFile, SnapshotError):
         return rebuild_manifest(settings)
 
 
@@ -198,7 +200,7 @@ def rebuild_manifest(settings: Settings) -> Manifest | None:
     manifest = Manifest()
     for folder in sorted(bases.iterdir()):
         try:
-            generation = generation_from(json.loads((folder / layout.GENERATION_RECORD).read_bytes()))
+            generation = generation_from(json.loads(read_regular(folder / layout.GENERATION_RECORD, MAX_MANIFEST_BYTES)))
         except (OSError, ValueError, RecursionError, SnapshotError):
             continue
         if all((folder / name).is_file() for name in generation.files):

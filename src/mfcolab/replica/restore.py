@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import time
 import zlib
@@ -27,11 +26,11 @@ import psycopg2
 
 from .. import postgres
 from ..errors import ConfigError, MfcolabError, SnapshotError, StackStateError
-from ..files import gunzip_to
 from ..settings import Settings
+from ..sharedfile import RefusedFile, open_regular
 from ..supervisor.process import pid_alive
 from ..types import Progress
-from . import layout, walfile
+from . import layout, waldump, walfile
 from .manifest import Generation, Manifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -200,7 +199,7 @@ def _restore(settings: Settings, manifest: Manifest, generation: Generation, end
         wal_dir.mkdir(parents=True)
         last = _fetch_wal(settings, manifest, generation, end, wal_dir, progress)
         if target_time is not None:
-            target_time = _reachable_target(wal_dir, target_time, progress)
+            target_time = _reachable_target(settings, wal_dir, target_time, progress)
         _configure_recovery(work, wal_dir, target_time)
         log.info("recovery of generation %s: WAL %s..%s from %s, %s", generation.id, generation.start_segment, end,
                  wal_dir, f"stopping after {target_time.isoformat()}" if target_time else "replaying all of it")
@@ -268,12 +267,13 @@ def _plain_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 
 def _extract(archive: Path, dest: Path) -> None:
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with open_regular(archive) as raw, tarfile.open(fileobj=raw, mode="r:gz") as tar:
             tar.extractall(dest, filter=_plain_only)
     except tarfile.FilterError as exc:
         raise SnapshotError(f"{archive} is refused: {exc}", "restore an older generation; someone wrote this archive by hand") from exc
     except (OSError, EOFError, tarfile.TarError) as exc:
-        raise SnapshotError(f"{archive} is damaged or unreadable: {exc}", "restore an older generation") from exc
+        reason = exc.strerror if isinstance(exc, RefusedFile) else exc
+        raise SnapshotError(f"{archive} is damaged or unreadable: {reason}", "restore an older generation") from exc
 
 
 def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, end: int, wal_dir: Path,
@@ -284,8 +284,13 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     source = layout.wal_dir(settings, generation.system_identifier)
     for entry in manifest.history:
         system_identifier, name = entry.split("/", 1)
-        if system_identifier == generation.system_identifier and (source / layout.wal_piece(name)).exists():
-            _fetch_history(source / layout.wal_piece(name), wal_dir / name)
+        piece = source / layout.wal_piece(name)
+        if system_identifier == generation.system_identifier and layout.is_history(name) and piece.exists():
+            history = _gunzip_piece(piece, walfile.MAX_HISTORY_BYTES)
+            if len(history) > walfile.MAX_HISTORY_BYTES:
+                raise walfile.RefusedWal(piece, f"it decompresses to more than {walfile.MAX_HISTORY_BYTES} bytes")
+            walfile.check_history(piece, history)
+            (wal_dir / name).write_bytes(history)
     wal_range = manifest.range_for(generation)
     if wal_range is None:
         return None
@@ -311,22 +316,22 @@ def _fetch_wal(settings: Settings, manifest: Manifest, generation: Generation, e
     return last
 
 
-def _fetch_history(piece: Path, dest: Path) -> None:
-    try:
-        gunzip_to(piece, dest)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SnapshotError(f"{piece} is damaged or unreadable: {exc}", "restore an older generation: mfcolab restore --generation G") from exc
-
-
 def _fetch_segment(piece: Path, dest: Path, segno: int, generation: Generation) -> None:
     """Decompress one shipped segment and check its size and header before recovery may read it."""
-    try:
-        with gzip.open(piece, "rb") as handle:
-            data = handle.read(generation.segment_size + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SnapshotError(f"{piece} is damaged or unreadable: {exc}", "restore an older generation") from exc
+    data = _gunzip_piece(piece, generation.segment_size)
     walfile.check_segment(piece, data, generation.segment_size, segno, generation.system_identifier)
     dest.write_bytes(data)
+
+
+def _gunzip_piece(piece: Path, max_bytes: int) -> bytes:
+    """A shipped piece decompressed, at most `max_bytes` and one byte more of it (more is refused
+    by the checks after): a regular file only, never through a link or from a FIFO."""
+    try:
+        with open_regular(piece) as raw, gzip.open(raw, "rb") as handle:
+            return handle.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, RefusedFile) else exc
+        raise SnapshotError(f"{piece} is damaged or unreadable: {reason}", "restore an older generation") from exc
 
 
 def _configure_recovery(pgdata: Path, wal_dir: Path, target_time: datetime | None) -> None:
@@ -428,34 +433,16 @@ def parse_until(text: str, now: float | None = None) -> datetime:
     return moment.astimezone(UTC)
 
 
-_COMMIT_TIME = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
-
-
-def _reachable_target(wal_dir: Path, target_time: datetime, progress: Progress) -> datetime | None:
+def _reachable_target(settings: Settings, wal_dir: Path, target_time: datetime, progress: Progress) -> datetime | None:
     """`target_time`, or None when no transaction in the fetched WAL ended after it: Postgres stops
     before the first one that did, and refuses to start if there is none, so then replay it all."""
-    last = _last_transaction_time(wal_dir)
+    segments = sorted(name for name in os.listdir(wal_dir) if layout.is_segment(name))
+    last = waldump.last_transaction_time(settings, wal_dir, segments) if segments else None
     if last is not None and last > target_time:
         return target_time
     ended = "holds no transaction" if last is None else f"ends with a transaction at {_local_time(last.timestamp())}"
     progress(f"{_local_time(target_time.timestamp())} is after the newest shipped WAL (it {ended}): restoring all of it")
     return None
-
-
-def _last_transaction_time(wal_dir: Path) -> datetime | None:
-    """The end time of the newest transaction in the WAL segments of `wal_dir` (pg_waldump)."""
-    segments = sorted(name for name in os.listdir(wal_dir) if layout.is_segment(name))
-    if not segments:
-        return None
-    # pg_waldump exits non-zero at the end of the WAL (no valid record after it): the records
-    # before that are what it printed.
-    result = subprocess.run([str(postgres.pg_binary("pg_waldump")), "--path", str(wal_dir), "--rmgr", "Transaction",
-                             segments[0], segments[-1]], check=False, capture_output=True, text=True, env={**os.environ, "TZ": "UTC"},
-                            timeout=600)
-    times = _COMMIT_TIME.findall(result.stdout)
-    if not times:
-        return None
-    return datetime.fromisoformat(times[-1]).replace(tzinfo=UTC)
 
 
 # Ids further than this past the database's sequences are not lost runs or tasks (a local-metadata

@@ -26,6 +26,7 @@ import time
 from ..errors import SnapshotError
 from ..files import write_atomic
 from ..settings import Settings
+from ..sharedfile import read_regular
 from ..supervisor.process import pid_alive
 from . import layout
 from .manifest import json_bytes
@@ -48,7 +49,7 @@ class Claim:
 def read_claim(settings: Settings) -> Claim | None:
     """The current claim; None when there is none or it cannot be read (treated as unclaimed)."""
     try:
-        data = json.loads(layout.writer_claim_path(settings).read_text())
+        data = json.loads(read_regular(layout.writer_claim_path(settings), 64 * 1024))
         return Claim(str(data["stack"]), str(data["host"]), int(data["pid"]), float(data["since"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

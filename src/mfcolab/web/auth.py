@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ..sharedfile import read_regular
 from .sessions import TOTAL as SESSION_LIFETIME
 from .sessions import SessionStore
 
@@ -64,7 +65,7 @@ class AccessKey:
             stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
             if stamp == self._stamp:
                 return
-            text = key_file.read_text(errors="strict").strip() if info.st_size <= MAX_KEY_LENGTH else ""
+            text = read_regular(key_file, MAX_KEY_LENGTH).decode().strip() if info.st_size <= MAX_KEY_LENGTH else ""
         except (OSError, ValueError):
             return  # keep the key we have: a missing or garbled file must not open the door
         self._stamp = stamp

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..credentials import write_private
+from ..sharedfile import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _parse(path: Path, size: int, now: float) -> dict[str, tuple[float, float]]:
         log.warning("%s is %d bytes, more than sessions need: ignoring it", path, size)
         return {}
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_regular(path, MAX_FILE_BYTES))
     except (OSError, ValueError) as exc:
         log.warning("%s is unreadable (%s): no browser sessions", path, type(exc).__name__)
         return {}

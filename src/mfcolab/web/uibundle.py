@@ -28,6 +28,7 @@ from ..download import download_file, file_sha256
 from ..errors import TunnelError, UiBundleError
 from ..files import write_atomic
 from ..settings import Settings
+from ..sharedfile import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +293,9 @@ def _read_digest(path: Path) -> str | None:
 
 
 def _read(path: Path) -> str:
+    """A small text file (a digest, a marker), or "" for a missing, unreadable or unexpected one."""
     try:
-        return path.read_text()
+        return read_regular(path, 4096).decode()
     except (OSError, UnicodeDecodeError):
         return ""
 
