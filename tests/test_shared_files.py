@@ -18,7 +18,7 @@ from mfcolab.containers import datastore_view
 from mfcolab.containers.datastore_view import sync_view
 from mfcolab.credentials import access_key, db_password, read_connection
 from mfcolab.errors import ConfigError, UiBundleError
-from mfcolab.replica import snapshots
+from mfcolab.replica import layout
 from mfcolab.replica.writer import read_claim
 from mfcolab.sharedfile import RefusedFile, read_regular
 from mfcolab.web.auth import AccessKey
@@ -179,7 +179,7 @@ def test_the_datastore_view_copies_no_link_or_fifo_even_one_swapped_in_while_it_
 
 def test_a_fifo_or_a_link_in_place_of_the_writer_claim_reads_as_no_claim(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    claim = snapshots.writer_claim_path(settings)
+    claim = layout.writer_claim_path(settings)
     claim.parent.mkdir(parents=True)
     os.mkfifo(claim)
     assert returned_or_raised(lambda: read_claim(settings), claim) is None
