@@ -3,9 +3,10 @@
 Mount it in the front door with the metadata service's pool:
 
     from mfcolab.service.database import DB_KEY
+    from mfcolab.service.livelogs import SPOOL_KEY
     from mfcolab.ui import create_app as create_ui
     service = create_service(dsn)
-    front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
+    front.add_subapp("/api", create_ui(settings, service[DB_KEY], service[SPOOL_KEY]))
 
 or, without a native metadata service, `create_ui(settings, dsn)` (the UI then opens its own
 small pool). Authentication is the front door's: nothing in here checks the key.

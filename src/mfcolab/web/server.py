@@ -51,7 +51,7 @@ def build_app(settings: Settings) -> Any:
     elif settings.ui == "native":
         from ..ui import create_app as create_ui_api
 
-        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings))
+        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings), _shared_spool(metadata))
     return frontdoor.create_app(key, metadata, api=api, static_dir=served_bundle(settings),
                                 key_file=settings.key_file, sessions_file=settings.sessions_file)
 
@@ -65,6 +65,17 @@ def _shared_pool(metadata: Any) -> Any:
     from ..service.database import DB_KEY
 
     return metadata[DB_KEY]
+
+
+def _shared_spool(metadata: Any) -> Any:
+    """The native metadata service's spool of running tasks' logs (None for an upstream)."""
+    from aiohttp import web
+
+    if not isinstance(metadata, web.Application):
+        return None
+    from ..service.livelogs import SPOOL_KEY
+
+    return metadata[SPOOL_KEY]
 
 
 def served_bundle(settings: Settings) -> Path | None:
