@@ -23,7 +23,7 @@ from aiohttp import web
 
 from mfcolab.web.auth import COOKIE
 from mfcolab.errors import ConfigError
-from mfcolab.web.frontdoor import Upstream, create_app, inject_service_url, make_runner
+from mfcolab.web.frontdoor import LOG_POLL_SCRIPT, StaticUI, Upstream, create_app, inject_service_url, make_runner
 
 KEY = "k3y-Secret_9f8e7d6c5b4a"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -739,6 +739,13 @@ def test_inject_service_url_places_the_script_before_head() -> None:
         '<HTML><HEAD><script>window.METAFLOW_SERVICE="/api";</script></HEAD></HTML>'
     )
     assert inject_service_url("<p>no head</p>", "/api").startswith("<script>window.METAFLOW_SERVICE=")
+
+
+def test_the_served_index_asks_for_a_running_tasks_log_every_two_seconds(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<html><head><title>UI</title></head><body></body></html>")
+    index = StaticUI(tmp_path).index.decode()
+    assert index.index('window.METAFLOW_SERVICE="/api"') < index.index(LOG_POLL_SCRIPT) < index.index("</head>")
+    assert "args[1]===20000){args[1]=2000;}" in LOG_POLL_SCRIPT
 
 
 def test_a_bundle_without_index_is_a_config_error(tmp_path: Path) -> None:

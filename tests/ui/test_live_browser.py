@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import requests
+from test_browser import CHROMIUM, CHROMIUM_FLAGS
+
 from helpers import free_port, wait_until
 from stack_helpers import FLOWS, Stack
-from test_browser import CHROMIUM, CHROMIUM_FLAGS
 from ui_release import RELEASE_PATH, ReleaseServer
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -139,3 +140,51 @@ def test_a_killed_run_turns_failed_on_the_open_home_page(stack: Stack, page: Any
     finally:
         if run.proc.poll() is None:
             run.kill()
+
+
+PRINTING_FLOW = Path(__file__).resolve().parent / "flows" / "printing_flow.py"
+_TALK_LINE = re.compile(r"line (\d+) from talk")
+
+
+def newest_printed_line(page: Any) -> int:
+    """The highest `line N from talk` the open task page shows (-1 for none)."""
+    texts = page.locator("[data-testid=log-line]").all_inner_texts()
+    numbers = [int(m.group(1)) for text in texts for m in _TALK_LINE.finditer(text)]
+    return max(numbers, default=-1)
+
+
+def test_a_running_tasks_lines_arrive_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    proc = subprocess.Popen(
+        [sys.executable, str(PRINTING_FLOW), "--no-pylint", "run"], cwd=stack.tmp,
+        env={**stack.client_env(), "PRINTING_FLOW_GATE": str(gate)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        found: dict[str, Any] = {}
+
+        def talk_running() -> bool:
+            runs = requests.get(stack.url + "/api/flows/PrintingFlow/runs?_order=-ts_epoch&_limit=1",
+                                headers={"x-api-key": stack.key}, timeout=60).json().get("data") or []
+            if runs:
+                tasks = api(stack, f"/flows/PrintingFlow/runs/{runs[0]['run_number']}/steps/talk/tasks")
+                if tasks and tasks[0]["status"] == "running":
+                    found.update(run=runs[0]["run_number"], task=tasks[0]["task_id"])
+            return bool(found)
+
+        wait_until(talk_running, timeout=300, interval=1, what="talk to run")
+        page.goto(f"{stack.url}/PrintingFlow/{found['run']}/talk/{found['task']}", wait_until="domcontentloaded")
+        page.evaluate("window.__notReloaded = true")
+        first: list[int] = []
+        wait_until(lambda: first.append(newest_printed_line(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000,
+                   interval=0.5, what="the first printed line on the task page")
+        wait_until(lambda: newest_printed_line(page) >= first[-1] + 4, timeout=WAIT_MS / 1000, interval=0.5,
+                   what="newer lines on the open task page")
+        assert page.evaluate("window.__notReloaded === true")
+        assert proc.poll() is None, "talk ended before its lines were seen arriving"
+    finally:
+        gate.touch()
+        try:
+            proc.wait(300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)

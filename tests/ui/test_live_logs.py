@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import wait_until
 from ui_helpers import UI_FLOWS, Stack, client_env, tree_checksum
 
+from helpers import wait_until
 from mfcolab.service.livelogs import LogSpool, OffsetGap
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 from aiohttp import web
-from helpers import AppThread, wait_until
 
+from helpers import AppThread, wait_until
 from mfcolab.service import create_app as create_service
 from mfcolab.service.database import DB_KEY
 from mfcolab.service.livelogs import SPOOL_KEY

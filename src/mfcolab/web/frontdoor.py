@@ -435,7 +435,8 @@ class StaticUI:
             raise ConfigError(
                 f"the UI bundle at {root} has no index.html", "point it at an unpacked metaflow-ui release"
             )
-        self.index = inject_service_url(index.read_text(encoding="utf-8"), service_url).encode()
+        page = inject_service_url(index.read_text(encoding="utf-8"), service_url)
+        self.index = inject_head_script(page, LOG_POLL_SCRIPT).encode()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self.serve)
@@ -468,9 +469,22 @@ class StaticUI:
         return response
 
 
+# The UI asks for a running task's log every 20 s, its only 20-second timer; the log grows while
+# the task runs (service/livelogs.py), so the page asks every 2 s instead.
+LOG_POLL_SCRIPT = (
+    "<script>(function(){var stock=window.setTimeout;window.setTimeout=function(){"
+    "var args=Array.prototype.slice.call(arguments);if(args[1]===20000){args[1]=2000;}"
+    "return stock.apply(window,args);};})();</script>"
+)
+
+
 def inject_service_url(index_html: str, service_url: str) -> str:
     """index.html with `window.METAFLOW_SERVICE` set, placed just before </head>."""
-    script = f"<script>window.METAFLOW_SERVICE={json.dumps(service_url)};</script>"
+    return inject_head_script(index_html, f"<script>window.METAFLOW_SERVICE={json.dumps(service_url)};</script>")
+
+
+def inject_head_script(index_html: str, script: str) -> str:
+    """index.html with `script` placed just before </head> (first, without a head)."""
     at = index_html.lower().find("</head>")
     if at < 0:
         return script + index_html
