@@ -21,8 +21,8 @@ import pytest
 import requests
 from aiohttp import web
 
-from mfcolab.web.auth import COOKIE
 from mfcolab.errors import ConfigError
+from mfcolab.web.auth import COOKIE
 from mfcolab.web.frontdoor import LOG_POLL_SCRIPT, StaticUI, Upstream, create_app, inject_service_url, make_runner
 
 KEY = "k3y-Secret_9f8e7d6c5b4a"
@@ -741,10 +741,11 @@ def test_inject_service_url_places_the_script_before_head() -> None:
     assert inject_service_url("<p>no head</p>", "/api").startswith("<script>window.METAFLOW_SERVICE=")
 
 
-def test_the_served_index_asks_for_a_running_tasks_log_every_two_seconds(tmp_path: Path) -> None:
+def test_the_native_uis_index_asks_for_a_running_tasks_log_every_two_seconds(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("<html><head><title>UI</title></head><body></body></html>")
-    index = StaticUI(tmp_path).index.decode()
+    index = StaticUI(tmp_path, live_logs=True).index.decode()
     assert index.index('window.METAFLOW_SERVICE="/api"') < index.index(LOG_POLL_SCRIPT) < index.index("</head>")
+    assert LOG_POLL_SCRIPT not in StaticUI(tmp_path).index.decode()  # the official UI backend's page
     assert "args[1]===20000){args[1]=2000;}" in LOG_POLL_SCRIPT
 
 

@@ -155,7 +155,7 @@ def create_app(
     elif isinstance(api, Upstream):
         forwarder.mount(app, UI_SERVICE_PATH, api)
     if static_dir is not None:
-        StaticUI(static_dir).add_to(app)
+        StaticUI(static_dir, live_logs=isinstance(api, web.Application)).add_to(app)
     else:
         app.router.add_get("/", landing)
     return app
@@ -424,11 +424,12 @@ _SERVICE_SEGMENTS = frozenset({"api", "metadata"})
 
 
 class StaticUI:
-    """The metaflow-ui bundle at /: files as they are, index.html with the service URL injected,
+    """The metaflow-ui bundle at /: files as they are, index.html with the service URL injected
+    (and, with mfcolab's UI backend, `live_logs`, the faster poll of a running task's log),
     and index.html for any other path (client-side routes), except under /static/ and the
     services' prefixes, where a missing path is a JSON 404."""
 
-    def __init__(self, root: Path, service_url: str = UI_SERVICE_PATH) -> None:
+    def __init__(self, root: Path, service_url: str = UI_SERVICE_PATH, *, live_logs: bool = False) -> None:
         self.root = root.resolve()
         index = self.root / "index.html"
         if not index.is_file():
@@ -436,7 +437,7 @@ class StaticUI:
                 f"the UI bundle at {root} has no index.html", "point it at an unpacked metaflow-ui release"
             )
         page = inject_service_url(index.read_text(encoding="utf-8"), service_url)
-        self.index = inject_head_script(page, LOG_POLL_SCRIPT).encode()
+        self.index = (inject_head_script(page, LOG_POLL_SCRIPT) if live_logs else page).encode()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self.serve)
@@ -469,8 +470,8 @@ class StaticUI:
         return response
 
 
-# The UI asks for a running task's log every 20 s, its only 20-second timer; the log grows while
-# the task runs (service/livelogs.py), so the page asks every 2 s instead.
+# The UI asks for a running task's log every 20 s, its only 20-second timer; mfcolab's UI backend
+# has the log while the task runs (service/livelogs.py), so the page asks every 2 s instead.
 LOG_POLL_SCRIPT = (
     "<script>(function(){var stock=window.setTimeout;window.setTimeout=function(){"
     "var args=Array.prototype.slice.call(arguments);if(args[1]===20000){args[1]=2000;}"
