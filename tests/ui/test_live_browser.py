@@ -153,26 +153,44 @@ def newest_printed_line(page: Any) -> int:
     return max(numbers, default=-1)
 
 
+def start_flow(stack: Stack, flow: Path, gate_variable: str, gate: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(flow), "--no-pylint", "run"], cwd=stack.tmp,
+        env={**stack.client_env(), gate_variable: str(gate)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def running_task(stack: Stack, flow: str, step: str) -> tuple[int, int]:
+    """(run number, task id) of the newest run's task of `step`, once it runs."""
+    found: list[tuple[int, int]] = []
+
+    def running() -> bool:
+        runs = api(stack, f"/flows/{flow}/runs?_order=-ts_epoch&_limit=1")
+        if runs:
+            tasks = api(stack, f"/flows/{flow}/runs/{runs[0]['run_number']}/steps/{step}/tasks")
+            if tasks and tasks[0]["status"] == "running":
+                found.append((runs[0]["run_number"], tasks[0]["task_id"]))
+        return bool(found)
+
+    wait_until(running, timeout=300, interval=1, what=f"{flow}'s {step} to run")
+    return found[-1]
+
+
+def end_flow(proc: subprocess.Popen[bytes], gate: Path) -> None:
+    gate.touch()
+    try:
+        proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_a_running_tasks_lines_arrive_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    proc = subprocess.Popen(
-        [sys.executable, str(PRINTING_FLOW), "--no-pylint", "run"], cwd=stack.tmp,
-        env={**stack.client_env(), "PRINTING_FLOW_GATE": str(gate)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_flow(stack, PRINTING_FLOW, "PRINTING_FLOW_GATE", gate)
     try:
-        found: dict[str, Any] = {}
-
-        def talk_running() -> bool:
-            runs = requests.get(stack.url + "/api/flows/PrintingFlow/runs?_order=-ts_epoch&_limit=1",
-                                headers={"x-api-key": stack.key}, timeout=60).json().get("data") or []
-            if runs:
-                tasks = api(stack, f"/flows/PrintingFlow/runs/{runs[0]['run_number']}/steps/talk/tasks")
-                if tasks and tasks[0]["status"] == "running":
-                    found.update(run=runs[0]["run_number"], task=tasks[0]["task_id"])
-            return bool(found)
-
-        wait_until(talk_running, timeout=300, interval=1, what="talk to run")
-        page.goto(f"{stack.url}/PrintingFlow/{found['run']}/talk/{found['task']}", wait_until="domcontentloaded")
+        run_number, task_id = running_task(stack, "PrintingFlow", "talk")
+        page.goto(f"{stack.url}/PrintingFlow/{run_number}/talk/{task_id}", wait_until="domcontentloaded")
         page.evaluate("window.__notReloaded = true")
         first: list[int] = []
         wait_until(lambda: first.append(newest_printed_line(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000,
@@ -182,9 +200,38 @@ def test_a_running_tasks_lines_arrive_on_its_open_task_page(stack: Stack, page: 
         assert page.evaluate("window.__notReloaded === true")
         assert proc.poll() is None, "talk ended before its lines were seen arriving"
     finally:
-        gate.touch()
+        end_flow(proc, gate)
+
+
+LIVE_CARD_FLOW = Path(__file__).resolve().parent / "flows" / "live_card_flow.py"
+_PROGRESS = re.compile(r"progress (\d+)")
+
+
+def card_progress(page: Any) -> int:
+    """The counter the card on the open task page shows (-1 before it shows one)."""
+    for frame in page.frames:
         try:
-            proc.wait(300)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            match = _PROGRESS.search(frame.inner_text("body", timeout=1000))
+        except Exception:  # noqa: BLE001 - a frame that is being replaced
+            continue
+        if match:
+            return int(match.group(1))
+    return -1
+
+
+def test_a_runtime_card_refreshes_in_place_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    proc = start_flow(stack, LIVE_CARD_FLOW, "LIVE_CARD_FLOW_GATE", gate)
+    try:
+        run_number, task_id = running_task(stack, "LiveCardFlow", "work")
+        page.goto(f"{stack.url}/LiveCardFlow/{run_number}/work/{task_id}", wait_until="domcontentloaded")
+        page.evaluate("window.__notReloaded = true")
+        first: list[int] = []
+        wait_until(lambda: first.append(card_progress(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000,
+                   interval=0.5, what="the card's counter on the task page")
+        wait_until(lambda: card_progress(page) >= first[-1] + 3, timeout=WAIT_MS / 1000, interval=0.5,
+                   what="the card's counter to move on the open task page")
+        assert page.evaluate("window.__notReloaded === true")
+        assert proc.poll() is None, "work ended before its card was seen refreshing"
+    finally:
+        end_flow(proc, gate)
