@@ -22,6 +22,7 @@ Modules:
                 one module per resource
   logtail       a growing log read from where the last poll stopped
   websocket     `/ws`: subscriptions in, events out; starts and stops the live pieces
+  search        `/search/...`: a run's tasks by an artifact's value or a foreach variable
   live          changes, subscriptions, the hub that reloads and routes them, replay
   notify        the LISTEN connection: trigger payloads to changes
   liveness      a timer per running run and task for heartbeats that go quiet

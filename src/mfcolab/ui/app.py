@@ -19,6 +19,7 @@ from . import (
     logs,
     metadata,
     runs,
+    search,
     steps,
     tasks,
 )
@@ -83,6 +84,8 @@ def create_app(settings: Settings, database: Database | str, spool: LogSpool | N
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/search" + _RUN, search.search)
+    app.router.add_get(_RUN + "/search", search.search)
     app.router.add_route("*", "/{tail:[\\s\\S]*}", admin.no_route)  # any path, newlines included
     return app
 
