@@ -4,6 +4,7 @@ whose runtime is killed turns failed without a reload."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -235,3 +236,31 @@ def test_a_runtime_card_refreshes_in_place_on_its_open_task_page(stack: Stack, p
         assert proc.poll() is None, "work ended before its card was seen refreshing"
     finally:
         end_flow(proc, gate)
+
+
+def test_search_on_the_run_page_finds_the_foreach_tasks_by_an_artifact_value(stack: Stack, page: Any) -> None:
+    stack.run_flow("foreach_flow.py", "run", "--width", "5")
+    run_number = api(stack, "/flows/ForeachFlow/runs?_order=-ts_epoch&_limit=1")[0]["run_number"]
+    rows = api(stack, f"/flows/ForeachFlow/runs/{run_number}/artifacts?postprocess=true&name=result&_limit=100")
+    results = {str(row["task_id"]): int(row["content"]) for row in rows if row["step_name"] == "square"}
+    frames: list[str] = []
+
+    def watch(socket: Any) -> None:
+        if "/api/search/" in socket.url:
+            socket.on("framereceived", lambda payload: frames.append(str(payload)))
+
+    page.on("websocket", watch)
+    try:
+        page.goto(f"{stack.url}/ForeachFlow/{run_number}", wait_until="networkidle")
+        field = page.locator("[data-testid=filter-input-field]")
+        field.fill("result:16")
+        field.press("Enter")
+        # Playwright hands over socket frames only while it is called: wait in the page.
+        wait_until(lambda: page.wait_for_timeout(500) or any('"result"' in frame for frame in frames),
+                   timeout=WAIT_MS / 1000, what="the search's result on the run page")
+    finally:
+        page.remove_listener("websocket", watch)
+    result = next(json.loads(frame)["event"] for frame in frames if '"result"' in frame)
+    assert {match["task_id"] for match in result["matches"]} == {t for t, value in results.items() if value == 16}
+    # The timeline now counts one visible task of square's five.
+    page.get_by_text("(1/5)").first.wait_for(timeout=WAIT_MS)

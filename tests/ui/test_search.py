@@ -33,13 +33,13 @@ def search(stack: Stack, flow: str, run: str, query: str, path: str = "/search/f
     return asyncio.run(asyncio.wait_for(talk(), 300))
 
 
-def square_tasks(api: Api, runs: Runs) -> dict[int, int]:
-    """task_id -> the `result` its square task stored (the foreach's items are 0..4)."""
+def square_tasks(api: Api, runs: Runs) -> dict[str, int]:
+    """task id (as the UI compares it, text) -> the `result` its square task stored (items are 0..4)."""
     rows = api.data(f"/flows/ForeachFlow/runs/{runs.foreach}/artifacts", postprocess="true", name="result", _limit=100)
-    return {row["task_id"]: int(row["content"]) for row in rows if row["step_name"] == "square"}
+    return {str(row["task_id"]): int(row["content"]) for row in rows if row["step_name"] == "square"}
 
 
-def found(events: list[dict[str, Any]]) -> set[int]:
+def found(events: list[dict[str, Any]]) -> set[str]:
     assert events[-1]["type"] == "result", events
     assert all(match["searchable"] for match in events[-1]["matches"])
     return {match["task_id"] for match in events[-1]["matches"]}

@@ -13,7 +13,9 @@ the UI encodes it more than once; absent: every task that has the artifact), `sc
 - FOREACH_VARIABLE: tasks whose `foreach-stack` metadata contains `key=value` (or `key`).
 
 Each scope ends with `{"event": {"type": "result", "matches": [...]}}`, the matches found so far
-(one per step and task): `{flow_id, run_number, step_name, task_id, searchable, error?}`. A bad
+(one per step and task): `{flow_id, run_number, step_name, task_id, searchable, error?}`, where
+`task_id` is the task's pathspec id as a string (its name, else its number), which is what the
+UI compares with its rows. A bad
 query gets `{"event": {"type": "error", "message", "id"}}` and the socket closes.
 """
 
@@ -79,7 +81,7 @@ class Matches:
     """Matches so far, one per step and task."""
 
     def __init__(self) -> None:
-        self.found: dict[tuple[str, int], dict[str, Any]] = {}
+        self.found: dict[tuple[str, str], dict[str, Any]] = {}
 
     def add(self, match: dict[str, Any]) -> None:
         self.found.setdefault((match["step_name"], match["task_id"]), match)
