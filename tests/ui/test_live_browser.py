@@ -186,22 +186,31 @@ def end_flow(proc: subprocess.Popen[bytes], gate: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_a_running_tasks_lines_arrive_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
+def a_running_tasks_page_moves_on(stack: Stack, page: Any, flow_file: Path, gate_variable: str, tmp_path: Path,
+                                  step: str, shown: Any, what: str) -> None:
+    """Open the task page of `step` while it runs; the number `shown(page)` reads there (-1 for
+    none yet) grows by three without a reload, before the task ends."""
     gate = tmp_path / "gate"
-    proc = start_flow(stack, PRINTING_FLOW, "PRINTING_FLOW_GATE", gate)
+    proc = start_flow(stack, flow_file, gate_variable, gate)
     try:
-        run_number, task_id = running_task(stack, "PrintingFlow", "talk")
-        page.goto(f"{stack.url}/PrintingFlow/{run_number}/talk/{task_id}", wait_until="domcontentloaded")
+        flow = flow_file.read_text().split("class ", 1)[1].split("(", 1)[0]
+        run_number, task_id = running_task(stack, flow, step)
+        page.goto(f"{stack.url}/{flow}/{run_number}/{step}/{task_id}", wait_until="domcontentloaded")
         page.evaluate("window.__notReloaded = true")
         first: list[int] = []
-        wait_until(lambda: first.append(newest_printed_line(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000,
-                   interval=0.5, what="the first printed line on the task page")
-        wait_until(lambda: newest_printed_line(page) >= first[-1] + 4, timeout=WAIT_MS / 1000, interval=0.5,
-                   what="newer lines on the open task page")
+        wait_until(lambda: first.append(shown(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000, interval=0.5,
+                   what=f"the first {what} on the task page")
+        wait_until(lambda: shown(page) >= first[-1] + 3, timeout=WAIT_MS / 1000, interval=0.5,
+                   what=f"newer {what} on the open task page")
         assert page.evaluate("window.__notReloaded === true")
-        assert proc.poll() is None, "talk ended before its lines were seen arriving"
+        assert proc.poll() is None, f"{step} ended before its {what} were seen moving on"
     finally:
         end_flow(proc, gate)
+
+
+def test_a_running_tasks_lines_arrive_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
+    a_running_tasks_page_moves_on(stack, page, PRINTING_FLOW, "PRINTING_FLOW_GATE", tmp_path, "talk",
+                                  newest_printed_line, "printed lines")
 
 
 LIVE_CARD_FLOW = Path(__file__).resolve().parent / "flows" / "live_card_flow.py"
@@ -221,21 +230,8 @@ def card_progress(page: Any) -> int:
 
 
 def test_a_runtime_card_refreshes_in_place_on_its_open_task_page(stack: Stack, page: Any, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    proc = start_flow(stack, LIVE_CARD_FLOW, "LIVE_CARD_FLOW_GATE", gate)
-    try:
-        run_number, task_id = running_task(stack, "LiveCardFlow", "work")
-        page.goto(f"{stack.url}/LiveCardFlow/{run_number}/work/{task_id}", wait_until="domcontentloaded")
-        page.evaluate("window.__notReloaded = true")
-        first: list[int] = []
-        wait_until(lambda: first.append(card_progress(page)) or first[-1] >= 0, timeout=WAIT_MS / 1000,
-                   interval=0.5, what="the card's counter on the task page")
-        wait_until(lambda: card_progress(page) >= first[-1] + 3, timeout=WAIT_MS / 1000, interval=0.5,
-                   what="the card's counter to move on the open task page")
-        assert page.evaluate("window.__notReloaded === true")
-        assert proc.poll() is None, "work ended before its card was seen refreshing"
-    finally:
-        end_flow(proc, gate)
+    a_running_tasks_page_moves_on(stack, page, LIVE_CARD_FLOW, "LIVE_CARD_FLOW_GATE", tmp_path, "work",
+                                  card_progress, "card counts")
 
 
 def test_search_on_the_run_page_finds_the_foreach_tasks_by_an_artifact_value(stack: Stack, page: Any) -> None:

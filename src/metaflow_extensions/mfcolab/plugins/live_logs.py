@@ -156,13 +156,15 @@ _current: LogShipper | None = None
 def start(service_url: str, headers: Mapping[str, str], warn: Callable[[str], None]) -> None:
     """In a runtime process: send the output of every task it starts from now on."""
     global _current
-    problem = _hook_workers()
+    try:
+        problem = _hook_workers()
+        if problem is None and _current is None:
+            _current = LogShipper(service_url, headers)
+            _current.start()
+    except Exception as exc:  # noqa: BLE001 - the run goes on as stock
+        problem = f"{type(exc).__name__}: {exc}"
     if problem is not None:
         warn(f"task logs show in the UI only when each task ends ({problem})")
-        return
-    if _current is None:
-        _current = LogShipper(service_url, headers)
-        _current.start()
 
 
 def stop() -> None:
