@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from helpers import free_port
+from mfcolab.web.static import LOG_POLL_SCRIPT
 from stack_helpers import Stack
 from ui_release import TAG, ReleaseServer
 
@@ -29,7 +31,7 @@ def test_up_downloads_the_ui_once_and_the_next_machine_reuses_it(tmp_path: Path,
         assert f"Metaflow UI:      {stack.url}/  (sign in at {stack.url}/login with the access key)" in started.stdout
         assert "the Metaflow UI is off" not in started.stderr
         index = get(stack, "/HelloFlow/12/start/3")  # a deep link gets the app
-        assert index.status_code == 200 and '<script>window.METAFLOW_SERVICE="/api";</script></head>' in index.text
+        assert index.status_code == 200 and '<script>window.METAFLOW_SERVICE="/api";</script>' + LOG_POLL_SCRIPT + "</head>" in index.text
         assert get(stack, "/api/features").status_code == 200
         assert get(stack, "/api/nowhere").status_code == 404
         keyless = requests.get(stack.url + "/", headers={"Accept": "text/html"}, timeout=30, allow_redirects=False)

@@ -30,7 +30,7 @@ class Known:
         api.post(base + "/artifact", [artifact("name")])
         self.values = {
             "flow_id": self.flow, "run_number": str(self.run), "step_name": "start", "task_id": str(self.task),
-            "artifact_name": "name", "attempt_id": "0",
+            "artifact_name": "name", "attempt_id": "0", "stream": "stdout",
         }
 
 

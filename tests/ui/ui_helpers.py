@@ -15,10 +15,11 @@ from typing import Any
 
 import requests
 from aiohttp import web
-from helpers import AppThread, wait_until
 
+from helpers import AppThread, wait_until
 from mfcolab.service import create_app as create_service
 from mfcolab.service.database import DB_KEY
+from mfcolab.service.livelogs import SPOOL_KEY
 from mfcolab.settings import Settings
 from mfcolab.ui import create_app as create_ui
 
@@ -128,7 +129,7 @@ def build_stack(settings: Settings, dsn: str) -> AppThread:
         front = web.Application()
         service = create_service(dsn, pool_min=1, pool_max=8)
         front.add_subapp("/metadata", service)
-        front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
+        front.add_subapp("/api", create_ui(settings, service[DB_KEY], service[SPOOL_KEY]))
         return front
 
     return AppThread(build).start()

@@ -17,7 +17,7 @@ from frontdoor_helpers import (
 )
 from mfcolab.errors import ConfigError
 from mfcolab.web.frontdoor import create_app
-from mfcolab.web.static import inject_service_url
+from mfcolab.web.static import LOG_POLL_SCRIPT, StaticUI, inject_service_url
 
 
 def test_index_gets_the_relative_service_url(stack: Stack, http: requests.Session) -> None:
@@ -50,6 +50,14 @@ def test_inject_service_url_places_the_script_before_head() -> None:
         '<HTML><HEAD><script>window.METAFLOW_SERVICE="/api";</script></HEAD></HTML>'
     )
     assert inject_service_url("<p>no head</p>", "/api").startswith("<script>window.METAFLOW_SERVICE=")
+
+
+def test_the_native_uis_index_asks_for_a_running_tasks_log_every_two_seconds(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<html><head><title>UI</title></head><body></body></html>")
+    index = StaticUI(tmp_path, live_logs=True).index.decode()
+    assert index.index('window.METAFLOW_SERVICE="/api"') < index.index(LOG_POLL_SCRIPT) < index.index("</head>")
+    assert LOG_POLL_SCRIPT not in StaticUI(tmp_path).index.decode()  # the official UI backend's page
+    assert "args[1]===20000){args[1]=2000;}" in LOG_POLL_SCRIPT
 
 
 def test_a_bundle_without_index_is_a_config_error(tmp_path: Path) -> None:

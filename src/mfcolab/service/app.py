@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import admin, artifacts, flows, metadata, runs, steps, tags, tasks
+from . import admin, artifacts, flows, livelogs, metadata, runs, steps, tags, tasks
 from .database import DB_KEY, Database
 from .http import CONNECTION_LOST, json_bodies_only
 from .routing import ShapeRouter
@@ -40,6 +40,8 @@ ROUTES = [
     ("POST", _TASK + "/heartbeat", tasks.task_heartbeat),
     ("GET", _TASK + "/metadata", metadata.task_metadata),
     ("POST", _TASK + "/metadata", metadata.create_metadata),
+    ("POST", _TASK + "/logs/{stream}", livelogs.append_log),
+    ("DELETE", _TASK + "/logs/{stream}", livelogs.drop_log),
     ("POST", _TASK + "/artifact", artifacts.create_artifacts),
     ("GET", _TASK + "/artifacts", artifacts.task_artifacts),
     ("GET", _TASK + "/attempt/{attempt_id}/artifacts", artifacts.task_attempt_artifacts),
@@ -56,6 +58,7 @@ def create_app(dsn: str, *, pool_min: int = 2, pool_max: int = 10) -> web.Applic
     database = Database(dsn, pool_min, pool_max)
     app[DB_KEY] = database
     app[CONNECTION_LOST] = database.connection_lost
+    app[livelogs.SPOOL_KEY] = livelogs.LogSpool()
     app.cleanup_ctx.append(database.lifespan)
     flows_routes = ShapeRouter()
     for method, path, handler in ROUTES:

@@ -168,6 +168,11 @@ GET_TASK = Keyed(
     f"SELECT {TASK_JSON}::text FROM tasks_v3 t " + _RUN_OF.format(a="t")
     + " WHERE TASK_ROW(t)"
 )
+# The run's and the task's ids as pathspecs name them (the string id, else the number).
+TASK_PATHSPEC = Keyed(
+    "SELECT coalesce(t.run_id, t.run_number::text), coalesce(t.task_name, t.task_id::text)"
+    " FROM tasks_v3 t WHERE TASK_ROW(t)"
+)
 # One statement: find the step and its run, insert the task, and (for a heartbeat-capable
 # client, $8 true) bump the run's heartbeat at most once per second. No row back: no step.
 CREATE_TASK = Keyed(

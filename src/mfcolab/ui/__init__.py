@@ -3,9 +3,10 @@
 Mount it in the front door with the metadata service's pool:
 
     from mfcolab.service.database import DB_KEY
+    from mfcolab.service.livelogs import SPOOL_KEY
     from mfcolab.ui import create_app as create_ui
     service = create_service(dsn)
-    front.add_subapp("/api", create_ui(settings, service[DB_KEY]))
+    front.add_subapp("/api", create_ui(settings, service[DB_KEY], service[SPOOL_KEY]))
 
 or, without a native metadata service, `create_ui(settings, dsn)` (the UI then opens its own
 small pool). Authentication is the front door's: nothing in here checks the key.
@@ -21,6 +22,7 @@ Modules:
                 one module per resource
   logtail       a growing log read from where the last poll stopped
   websocket     `/ws`: subscriptions in, events out; starts and stops the live pieces
+  search        `/search/...`: a run's tasks by an artifact's value or a foreach variable
   live          changes, subscriptions, the hub that reloads and routes them, replay
   notify        the LISTEN connection: trigger payloads to changes
   liveness      a timer per running run and task for heartbeats that go quiet

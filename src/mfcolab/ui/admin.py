@@ -11,8 +11,8 @@ from .. import __version__
 from ..service.http import endpoint, json_text, message, plain_text
 
 # The artifact table is off in the UI by default; the connection dot would only say that no
-# live updates arrive.
-FEATURES = {"FEATURE_ARTIFACT_TABLE": True}
+# live updates arrive. Search is `search.py`.
+FEATURES = {"FEATURE_ARTIFACT_TABLE": True, "FEATURE_ARTIFACT_SEARCH": True, "FEATURE_FOREACH_VAR_SEARCH": True}
 LINKS = [{"href": "https://docs.metaflow.org/", "label": "Metaflow documentation"}]
 
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..service.database import Database
 from ..service.http import CONNECTION_LOST
+from ..service.livelogs import LogSpool
 from ..settings import Settings
 from . import (
     admin,
@@ -18,6 +19,7 @@ from . import (
     logs,
     metadata,
     runs,
+    search,
     steps,
     tasks,
 )
@@ -62,24 +64,28 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings, database: Database | str) -> web.Application:
+def create_app(settings: Settings, database: Database | str, spool: LogSpool | None = None) -> web.Application:
     """The UI API with its routes at the root (/runs, /flows/..., /ws); mount it at /api.
 
     `database` is the metadata service's `Database` to share its pool (its owner opens and
-    closes it), or a DSN for a pool of the UI's own, opened and closed with this application."""
+    closes it), or a DSN for a pool of the UI's own, opened and closed with this application.
+    `spool` is the metadata service's spool of running tasks' logs (`service.livelogs`)."""
     app = web.Application()
     if isinstance(database, str):
         database = Database(database, 1, 8)
         app.cleanup_ctx.append(database.lifespan)
         app[CONNECTION_LOST] = database.connection_lost
     roots = DatastoreRoots(settings.datastore_dir)
-    app[CONTEXT_KEY] = Context(settings, database, roots, ValueReader(roots))
+    app[CONTEXT_KEY] = Context(settings, database, roots, ValueReader(roots),
+                               spool if spool is not None else LogSpool())
     app.cleanup_ctx.append(_values_lifespan)
     app[LIVE_KEY] = LiveUpdates(database)
     app.cleanup_ctx.append(app[LIVE_KEY].lifespan)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/search" + _RUN, search.search)
+    app.router.add_get(_RUN + "/search", search.search)
     app.router.add_route("*", "/{tail:[\\s\\S]*}", admin.no_route)  # any path, newlines included
     return app
 

@@ -7,6 +7,9 @@ every line prefixed with an mflog header carrying a UTC timestamp. They are read
 only the bytes added since the last one (`logtail.py`). The header is parsed here
 rather than by `metaflow.mflog`: importing metaflow in the web process loads its plugins and
 config, and a regex over bytes is several times faster than its per-line strptime.
+While a task runs, the datastore has no log yet: its runtime's lines so far come from the
+spool the runtime feeds (`service/livelogs.py`), one source in arrival order; once either file
+is in the datastore, the datastore's log is what is shown.
 `row` is the absolute 0-based line number of the merged log. Pages are aligned blocks of
 `_limit` rows: `_order=+row` page p holds rows (p-1)*limit...; `_order=-row` counts blocks
 from the end and returns each block newest first (page 1 is the last block).
@@ -18,13 +21,16 @@ import datetime
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from ..service.http import endpoint
 from . import envelope
 from .context import context
+from .datastore import DatastoreRoots
 from .logtail import GrowingLogs
 from .query import number, stream_name
 from .taskfiles import TaskFiles, locate
@@ -70,11 +76,33 @@ def _line(raw: bytes) -> tuple[int, Line]:
 _LOGS = GrowingLogs(_line, LOG_MAX)
 
 
-def merged_lines(request: web.Request, files: TaskFiles, stream: str) -> list[Line]:
-    """The attempt's lines of `stream`, both sources merged by timestamp (a source keeps its
-    own order); only the bytes added since the last read are read (`logtail.py`)."""
-    roots = context(request).roots
-    paths = [roots.path(files.folder, f"{files.attempt}.{source}_{stream}.log") for source in SOURCES]
+@dataclass(frozen=True)
+class LogView:
+    first: int  # the first row still held (the spool lets the oldest lines of a long log go)
+    count: int  # rows in the log
+    line: Callable[[int], Line]
+
+    def rows(self, start: int, stop: int) -> range:
+        return range(max(start, self.first), min(stop, self.count))
+
+
+def read_log(request: web.Request, files: TaskFiles, stream: str) -> LogView:
+    """The attempt's log of `stream`: the datastore's when it has one, else the spooled lines
+    of the running task (none for a task without either)."""
+    ctx = context(request)
+    paths = [ctx.roots.path(files.folder, f"{files.attempt}.{source}_{stream}.log") for source in SOURCES]
+    key = (files.flow_id, files.run_id, files.step_name, files.task_id, files.attempt, stream)
+    spooled = ctx.spool.get(key)
+    if spooled is None or any(ctx.roots.size(path) is not None for path in paths):
+        lines = merged_lines(ctx.roots, paths)
+        return LogView(0, len(lines), lines.__getitem__)
+    first, raws = spooled.first_row, spooled.rows()
+    return LogView(first, first + len(raws), lambda row: _line(raws[row - first])[1])
+
+
+def merged_lines(roots: DatastoreRoots, paths: list[Path]) -> list[Line]:
+    """The lines of `paths`, both sources merged by timestamp (a source keeps its own order);
+    only the bytes added since the last read are read (`logtail.py`)."""
     return [line for _, _, _, line in _LOGS.read(roots.open, paths)]
 
 
@@ -85,12 +113,13 @@ async def log_page(request: web.Request) -> web.Response:
     limit = number(request.query, "_limit", PAGE_DEFAULT, 1, PAGE_MAX)
     page = number(request.query, "_page", 1, 1, 10**9)
     descending = request.query.get("_order", "").strip().startswith("-")
-    lines = merged_lines(request, files, stream)
-    blocks = math.ceil(len(lines) / limit)
+    log = read_log(request, files, stream)
+    blocks = math.ceil(log.count / limit)
     block = blocks - page if descending else page - 1
-    rows = range(block * limit, min((block + 1) * limit, len(lines))) if 0 <= block < blocks else range(0)
+    rows = log.rows(block * limit, (block + 1) * limit) if 0 <= block < blocks else range(0)
     ordered = reversed(rows) if descending else rows
-    data = json.dumps([{"row": row, "timestamp": lines[row].timestamp, "line": lines[row].text} for row in ordered])
+    data = json.dumps([{"row": row, "timestamp": line.timestamp, "line": line.text}
+                       for row in ordered for line in (log.line(row),)])
     return envelope.listing(request, data, page, page < blocks, last=max(blocks, 1))
 
 
@@ -98,7 +127,7 @@ async def log_page(request: web.Request) -> web.Response:
 async def log_download(request: web.Request) -> web.StreamResponse:
     stream = stream_name(request.match_info["stream"])
     files = await locate(request)
-    lines = merged_lines(request, files, stream)
+    log = read_log(request, files, stream)
     name = f"{stream}_{files.flow_id}_{files.run_id}_{files.step_name}_{files.task_id}-{files.attempt}.txt"
     response = web.StreamResponse(headers={
         "Content-Type": "text/plain; charset=utf-8",
@@ -106,8 +135,8 @@ async def log_download(request: web.Request) -> web.StreamResponse:
     })
     await response.prepare(request)
     chunk: list[str] = []
-    for line in lines:
-        chunk.append(line.text)
+    for row in log.rows(0, log.count):
+        chunk.append(log.line(row).text)
         if len(chunk) >= 5000:
             await response.write(("\n".join(chunk) + "\n").encode())
             chunk = []

@@ -252,6 +252,14 @@ WHERE a.flow_id = $1 AND RUN(a) AND a.step_name = '_parameters'
     AND b.run_number = a.run_number AND b.step_name = a.step_name AND b.task_id = a.task_id)
 ORDER BY a.task_id DESC, a.name""")
 
+# Search (`search.py`): a run's artifacts of one name ($2 run, $3 name), every attempt; its foreach
+# stacks. `task_id` is the task's pathspec id, a string: the UI compares it with task names and ids as text.
+SEARCH_ARTIFACTS = Keyed("""SELECT a.flow_id, a.run_number, a.step_name, coalesce(a.task_name, a.task_id::text) AS task_id,
+  a.location, a.sha, a.ds_type
+FROM artifact_v3 a WHERE a.flow_id = $1 AND RUN(a) AND a.name = $3 ORDER BY a.step_name, a.task_id, a.attempt_id""")
+SEARCH_FOREACH_STACKS = Keyed("""SELECT m.flow_id, m.run_number, m.step_name, coalesce(m.task_name, m.task_id::text) AS task_id, m.value
+FROM metadata_v3 m WHERE m.flow_id = $1 AND RUN(m) AND m.field_name = 'foreach-stack' ORDER BY m.step_name, m.task_id""")
+
 RUN_EXISTS = Keyed("SELECT r.run_number FROM runs_v3 r WHERE r.flow_id = $1 AND RUN(r)")
 TASK_EXISTS = Keyed("""SELECT t.task_id, coalesce(t.run_id, t.run_number::text), coalesce(t.task_name, t.task_id::text)
 FROM tasks_v3 t WHERE TASK_ROW(t)""")

@@ -87,7 +87,7 @@ def create_app(
     elif isinstance(api, Upstream):
         forwarder.mount(app, UI_SERVICE_PATH, api)
     if static_dir is not None:
-        StaticUI(static_dir).add_to(app)
+        StaticUI(static_dir, live_logs=isinstance(api, web.Application)).add_to(app)
     else:
         app.router.add_get("/", landing)
     return app

@@ -16,6 +16,7 @@ from aiohttp import web
 from .. import credentials, logsetup
 from ..service import create_app as create_service
 from ..service.database import DB_KEY, Database
+from ..service.livelogs import SPOOL_KEY, LogSpool
 from ..settings import Settings
 from ..ui import create_app as create_ui_api
 from .component import database_dsn, served_bundle
@@ -36,7 +37,7 @@ def build_app(settings: Settings) -> web.Application:
     if settings.ui == "official":
         api = Upstream(f"http://127.0.0.1:{settings.ui_port}", "UI backend")
     elif settings.ui == "native":
-        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings))
+        api = create_ui_api(settings, _shared_pool(metadata) or database_dsn(settings), _shared_spool(metadata))
     return create_app(key, metadata, api=api, static_dir=served_bundle(settings),
                       key_file=settings.key_file, sessions_file=settings.sessions_file)
 
@@ -46,6 +47,13 @@ def _shared_pool(metadata: web.Application | Upstream) -> Database | None:
     if not isinstance(metadata, web.Application):
         return None
     return metadata[DB_KEY]
+
+
+def _shared_spool(metadata: web.Application | Upstream) -> LogSpool | None:
+    """The native metadata service's spool of running tasks' logs (None for an upstream)."""
+    if not isinstance(metadata, web.Application):
+        return None
+    return metadata[SPOOL_KEY]
 
 
 def serve(settings: Settings) -> None:

@@ -19,18 +19,20 @@ _SERVICE_SEGMENTS = frozenset({"api", "metadata"})
 
 
 class StaticUI:
-    """The metaflow-ui bundle at /: files as they are, index.html with the service URL injected,
+    """The metaflow-ui bundle at /: files as they are, index.html with the service URL injected
+    (and, with mfcolab's UI backend, `live_logs`, the faster poll of a running task's log),
     and index.html for any other path (client-side routes), except under /static/ and the
     services' prefixes, where a missing path is a JSON 404."""
 
-    def __init__(self, root: Path, service_url: str = UI_SERVICE_PATH) -> None:
+    def __init__(self, root: Path, service_url: str = UI_SERVICE_PATH, *, live_logs: bool = False) -> None:
         self.root = root.resolve()
         index = self.root / "index.html"
         if not index.is_file():
             raise ConfigError(
                 f"the UI bundle at {root} has no index.html", "point it at an unpacked metaflow-ui release"
             )
-        self.index = inject_service_url(index.read_text(encoding="utf-8"), service_url).encode()
+        page = inject_service_url(index.read_text(encoding="utf-8"), service_url)
+        self.index = (inject_head_script(page, LOG_POLL_SCRIPT) if live_logs else page).encode()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/{tail:.*}", self.serve)
@@ -63,9 +65,22 @@ class StaticUI:
         return response
 
 
+# The UI asks for a running task's log every 20 s, its only 20-second timer; mfcolab's UI backend
+# has the log while the task runs (service/livelogs.py), so the page asks every 2 s instead.
+LOG_POLL_SCRIPT = (
+    "<script>(function(){var stock=window.setTimeout;window.setTimeout=function(){"
+    "var args=Array.prototype.slice.call(arguments);if(args[1]===20000){args[1]=2000;}"
+    "return stock.apply(window,args);};})();</script>"
+)
+
+
 def inject_service_url(index_html: str, service_url: str) -> str:
     """index.html with `window.METAFLOW_SERVICE` set, placed just before </head>."""
-    script = f"<script>window.METAFLOW_SERVICE={json.dumps(service_url)};</script>"
+    return inject_head_script(index_html, f"<script>window.METAFLOW_SERVICE={json.dumps(service_url)};</script>")
+
+
+def inject_head_script(index_html: str, script: str) -> str:
+    """index.html with `script` placed just before </head> (first, without a head)."""
     at = index_html.lower().find("</head>")
     if at < 0:
         return script + index_html

@@ -3,6 +3,8 @@
 - `service` metadata provider: heartbeats from a thread of the task (or run) process
   (`service_provider.py`, `heartbeat_thread.py`).
 - the local card root: cards in the shared datastore where `get_cards` reads them (`card_root.py`).
+- running tasks' output sent by the runtime to the service for the UI (`live_logs.py`, started
+  with the run's heartbeat; docs/ui-live.md).
 
 Both act only when the profile written by `mfcolab connect` sets METAFLOW_MFCOLAB_EXTENSION.
 """

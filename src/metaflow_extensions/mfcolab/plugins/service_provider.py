@@ -2,11 +2,13 @@
 
 The class replaces the stock `service` provider under the same name (`TYPE = "service"`), so
 `--metadata service`, the Client API and `get_metadata()` are unchanged, and it inherits every
-request that records or reads anything. It differs in two places, and only when the mfcolab
+request that records or reads anything. It differs in three places, and only when the mfcolab
 profile switched the extension on:
 
 - starting a heartbeat starts a `HeartbeatThread` where the stock provider would ask the
   service for its version and spawn a sidecar process;
+- the runtime's heartbeat starts sending its tasks' output to the service while they run, for
+  the UI (`live_logs.py`);
 - a step it has already seen or created is not fetched again before each new task of that step
   (the stock runtime GETs the step once per task, in its critical path; steps are never deleted
   and the answer is not used).
@@ -24,9 +26,10 @@ import inspect
 from typing import Any
 
 from metaflow.exception import MetaflowInternalError
-from metaflow.metaflow_config import SERVICE_HEADERS
+from metaflow.metaflow_config import SERVICE_HEADERS, SERVICE_URL
 from metaflow.plugins.metadata_providers import service as stock
 
+from . import live_logs
 from .heartbeat_thread import HeartbeatThread
 from .switch import switched_on, warn_once
 
@@ -53,6 +56,8 @@ class ServiceMetadataProvider(stock.ServiceMetadataProvider):
         self.sidecar = HeartbeatThread(heartbeat_url(self, heartbeat_type, flow_id, run_id, step_name, task_id),
                                        SERVICE_HEADERS)
         self.sidecar.start()
+        if heartbeat_type == stock.HeartbeatTypes.RUN:
+            live_logs.start(SERVICE_URL, SERVICE_HEADERS, warn_once)
 
     def _get_or_create(self, obj_type: str, run_id: Any = None, step_name: Any = None, task_id: Any = None,
                        tags: Any = None, sys_tags: Any = None) -> Any:
@@ -66,6 +71,7 @@ class ServiceMetadataProvider(stock.ServiceMetadataProvider):
         return known[key], False
 
     def stop_heartbeat(self) -> None:
+        live_logs.stop()
         if isinstance(self.sidecar, HeartbeatThread):
             self.sidecar.terminate()
         else:
