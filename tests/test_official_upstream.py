@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 import requests
+from ui_helpers import CHROMIUM, CHROMIUM_FLAGS, WAIT_MS
 
 from helpers import wait_until
 from mfcolab.containers.official import IMAGE
 from registry.server import Registry
 from stack_helpers import FLOWS, run_id_from
 from test_official_stack import OfficialStack, service_pids, stack_processes
-from ui.test_browser import CHROMIUM, CHROMIUM_FLAGS, WAIT_MS
 
 pytestmark = pytest.mark.slow
 

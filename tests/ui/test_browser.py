@@ -20,22 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import free_port, wait_until
 from stack_helpers import FLOWS, Stack, run_id_from
+from ui_helpers import CHROMIUM, CHROMIUM_FLAGS, WAIT_MS
 from ui_release import RELEASE_PATH, ReleaseServer
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# This machine's closed network needs the background-networking flags (no update or sync calls).
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 LOG_LINES = 5000
-WAIT_MS = 60_000  # bound for one page element to appear on this busy 2-core machine
 
 
 @dataclass

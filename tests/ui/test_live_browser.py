@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from test_browser import CHROMIUM, CHROMIUM_FLAGS
+from ui_helpers import CHROMIUM, CHROMIUM_FLAGS
 
 from helpers import free_port, wait_until
 from stack_helpers import FLOWS, Stack

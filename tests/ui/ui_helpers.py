@@ -23,6 +23,14 @@ from mfcolab.service.livelogs import SPOOL_KEY
 from mfcolab.settings import Settings
 from mfcolab.ui import create_app as create_ui
 
+CHROMIUM = Path("/usr/bin/chromium")
+# This machine's closed network needs the background-networking flags (no update or sync calls).
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 60_000  # bound for one page element to appear on this busy 2-core machine
+
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 UI_FLOWS = Path(__file__).resolve().parent / "flows"
 
