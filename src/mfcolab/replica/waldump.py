@@ -16,7 +16,7 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from .. import postgres
 from ..errors import SnapshotError
@@ -58,6 +58,7 @@ def _run(settings: Settings, argv: list[str], errors: IO[bytes], time_limit: flo
     stopped = threading.Event()
     with subprocess.Popen(argv, **as_user(postgres.server_user(settings)), cwd="/", env=env, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=errors) as process:
+        stdout = cast(IO[bytes], process.stdout)  # a pipe: stdout=PIPE above
 
         def stop() -> None:
             stopped.set()
@@ -66,8 +67,7 @@ def _run(settings: Settings, argv: list[str], errors: IO[bytes], time_limit: flo
         timer = threading.Timer(time_limit, stop)
         timer.start()
         try:
-            assert process.stdout is not None
-            while line := process.stdout.readline(MAX_LINE):
+            while line := stdout.readline(MAX_LINE):
                 match = _COMMIT_TIME.search(line)
                 if match:
                     last = match.group(1)

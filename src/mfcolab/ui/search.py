@@ -57,13 +57,12 @@ class SearchQuery:
             raise ApiError(400, f"scope must be ARTIFACT, FOREACH_VARIABLE or both, not {','.join(unknown)[:80]!r}")
         self.scopes = scopes
 
-    def matches(self, text: str) -> bool:
-        """Whether a value shown as `text` matches: whole in quotes, else as a substring."""
-        assert self.value is not None
-        term = self.value
-        if len(term) >= 2 and term.startswith('"') and term.endswith('"'):
-            return text.lower() == term[1:-1].lower()
-        return term.lower() in text.lower()
+
+def value_matches(term: str, text: str) -> bool:
+    """Whether a value shown as `text` matches the search term: whole in quotes, else as a substring."""
+    if len(term) >= 2 and term.startswith('"') and term.endswith('"'):
+        return text.lower() == term[1:-1].lower()
+    return term.lower() in text.lower()
 
 
 def _decoded(value: str) -> str:
@@ -121,7 +120,8 @@ async def _search_artifacts(request: web.Request, ws: web.WebSocketResponse, que
                             matches: Matches) -> None:
     ids = query.ids
     rows = await context(request).database.pool.fetch(sql.SEARCH_ARTIFACTS.get(ids.run), *ids.params, query.key)
-    if query.value is None:
+    term = query.value
+    if term is None:
         for row in rows:
             matches.add(_match(row))
         return
@@ -131,7 +131,7 @@ async def _search_artifacts(request: web.Request, ws: web.WebSocketResponse, que
         for row, shown in zip(batch, await context(request).values.show(blobs), strict=True):
             if not shown.ok:
                 matches.add(_match(row, False, {"id": shown.error_id, "detail": shown.detail}))
-            elif shown.content is not None and query.matches(shown.content):
+            elif shown.content is not None and value_matches(term, shown.content):
                 matches.add(_match(row))
         fraction = min(start + BATCH, len(rows)) / len(rows)
         await ws.send_str(json.dumps({"event": {"type": "progress", "fraction": fraction}}))
