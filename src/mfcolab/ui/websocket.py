@@ -4,7 +4,9 @@ Text frames in: `__ping__` (answered `__pong__`), `{"type": "SUBSCRIBE", "uuid",
 "since"?}`, `{"type": "UNSUBSCRIBE", "uuid"}`. Out: events `{type, uuid, resource, data}`
 from the `Hub`, and `{"type": "ERROR", "uuid"?, "message"}` for a message that cannot be
 used (the socket stays open). Each socket has its own bounded outbox written by its own task:
-a socket that does not keep up is closed, and never holds back the others.
+a socket that does not keep up is closed, and never holds back the others. A peer that has
+stopped reading cannot take a close frame either: it gets `CLOSE_WAIT` seconds, then its
+connection is aborted, so neither its tasks nor the frames it never read stay behind.
 
 `LiveUpdates` starts and stops the pieces with the application: the hub, the Postgres
 listener, the heartbeat timers.
@@ -27,6 +29,7 @@ from .liveness import Liveness
 from .notify import NotifyConnection
 
 OUTBOX_MAX = 10_000  # frames waiting for a slow socket before it is closed
+CLOSE_WAIT = 5.0  # seconds a socket closed for falling behind gets to take its close frame
 SUBSCRIPTIONS_MAX = 500  # per socket (a run page makes about ten)
 UUID_MAX = 100
 MESSAGE_MAX = 64 * 1024
@@ -61,12 +64,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[LIVE_KEY].hub
     outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_MAX)
     writer = asyncio.create_task(_write(socket, outbox))
+    closing: list[asyncio.Task[None]] = []
 
     def send(frame: dict[str, Any]) -> None:
         try:
             outbox.put_nowait(json.dumps(frame))
         except asyncio.QueueFull:
-            writer.cancel()
+            # The writer is not cancelled: it waits on the transport's drain future, which
+            # aiohttp shares with the close below, so a cancel would fail that close at once.
+            hub.listeners.discard(listener)
+            if not closing:
+                closing.append(asyncio.create_task(_close_or_drop(socket, request.transport)))
 
     listener = Listener(send)
     hub.listeners.add(listener)
@@ -85,6 +93,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 send({"type": "ERROR", "uuid": _uuid_of(frame.data), "message": exc.message})
     finally:
         hub.listeners.discard(listener)
+        for task in closing:
+            await task
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
@@ -103,9 +113,18 @@ async def _write(socket: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> N
             await socket.send_str(await outbox.get())
     except (ConnectionError, RuntimeError):
         pass
-    finally:
-        if not socket.closed:
+
+
+async def _close_or_drop(socket: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+    """Close with 1013 if the peer takes the close frame within CLOSE_WAIT, else abort the
+    connection: a graceful close of a peer that reads nothing keeps the connection, and every
+    frame queued for it, until it reads again, which a dead tab never does."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT):
             await socket.close(code=1013, message=b"too slow: events were dropped")
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
 
 
 async def _handle(hub: Hub, listener: Listener, text: str) -> None:
