@@ -83,6 +83,7 @@ def test_the_same_subscriptions_get_the_same_objects_as_from_upstream(
                 path = f"/flows/GatedFlow/runs/{number}/tasks?_order=%2Bts_epoch&_limit=1000"
                 for socket in (ours, theirs):
                     await socket.subscribe("tasks", path)
+                    await socket.subscribe("metadata", f"/flows/GatedFlow/runs/{number}/metadata")
                 await ours.until(lambda e: e["uuid"] == "tasks" and e["data"]["step_name"] == "hold"
                                  and e["data"]["status"] == "running", "hold running")
                 run.open_gate()
@@ -98,7 +99,9 @@ def test_the_same_subscriptions_get_the_same_objects_as_from_upstream(
             task_key = ("step_name", "task_id", "attempt_id")
             diffs = differences(latest(ours, "runs", run_key), latest(theirs, "runs", run_key))
             diffs += differences(latest(ours, "tasks", task_key), latest(theirs, "tasks", task_key))
+            diffs += differences(latest(ours, "metadata", ("id",)), latest(theirs, "metadata", ("id",)))
             assert latest(theirs, "runs", run_key) and len(latest(theirs, "tasks", task_key)) >= 3, theirs.events
+            assert latest(theirs, "metadata", ("id",)), theirs.events
             assert not diffs, "\n".join(diffs)
 
     asyncio.run(check())
