@@ -40,17 +40,23 @@ def export_source(revision: str, into: Path) -> Path:
     return into / "src"
 
 
+def door_module(source: Path) -> str:
+    """The web process's entry module in `source`: `mfcolab.web.server` since the move into
+    packages, `mfcolab.web` (a module then) in a revision from before it."""
+    return "mfcolab.web.server" if (source / "mfcolab" / "web" / "server.py").exists() else "mfcolab.web"
+
+
 def start_door(source: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MFCOLAB_")},
         "PYTHONPATH": str(source), "MF_ROOT": str(folder / "root"), "MFCOLAB_LOCAL": str(folder / "local"),
         "MFCOLAB_PORT": str(port), "MFCOLAB_TUNNEL": "0", "MFCOLAB_ENGINE": "official",
-        "MFCOLAB_SERVICE_PORT": str(free_port()),
+        "MFCOLAB_SERVICE_PORT": str(free_port()), "MFCOLAB_UI": "none",
     }
     (folder / "root").mkdir(parents=True)
     log = open(folder / "web.log", "ab")  # noqa: SIM115 - handed to the child
-    child = subprocess.Popen([sys.executable, "-m", "mfcolab.web.server"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen([sys.executable, "-m", door_module(source)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
