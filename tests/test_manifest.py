@@ -19,7 +19,7 @@ from mfcolab.errors import SnapshotError
 from mfcolab.replica import layout
 from mfcolab.replica.manifest import FORMAT, Generation, Manifest, WalRange, load_manifest, read_manifest, write_manifest
 
-quick = settings(deadline=None, max_examples=150)
+quick = settings(deadline=None, max_examples=150, derandomize=True)  # the same examples on every run: CI does not fail by chance
 
 system_ids = st.integers(min_value=0, max_value=2**64 - 1).map(str)
 timelines = st.integers(min_value=1, max_value=2**32 - 1)
@@ -145,6 +145,7 @@ def one_generation_document() -> dict[str, Any]:
     (("generations", 0, "timeline"), 0, "is on timeline 0"),
     (("generations", 0, "segment_size"), 1000, "WAL segments of 1000 bytes"),
     (("generations", 0, "start_lsn"), "0/2/3", "is not a WAL location"),
+    (("generations", 0, "start_lsn"), "", "is not a WAL location"),
     (("generations", 0, "created"), "yesterday", "not a number"),
     (("generations", 0, "start_segment"), -1, "negative"),
     (("generations", 0, "extra"), 1, "unknown fields"),
@@ -160,7 +161,7 @@ def test_manifest_tampered_is_refused_naming_what(tmp_path: Path, where: tuple[A
     path.write_text(json.dumps(replaced(one_generation_document(), where, value)))
     with pytest.raises(SnapshotError) as caught:
         read_manifest(path)
-    assert says in caught.value.message and str(path) in caught.value.message
+    assert says in caught.value.message and str(path) in caught.value.message and caught.value.hint
 
 
 def test_manifest_untouched_document_is_accepted(tmp_path: Path) -> None:

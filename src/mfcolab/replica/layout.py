@@ -43,6 +43,7 @@ _LSN_RE = re.compile(r"([0-9A-F]{1,8})/([0-9A-F]{1,8})")
 _SYSTEM_ID_RE = re.compile(r"[0-9]{1,20}")
 _RSYNC_TEMP_RE = re.compile(r"\..+\.[A-Za-z0-9]{6}")  # rsync's mkstemp name for a file it is writing
 _GENERATION_HINT = "--generation one of the known ones, or no --generation for the newest"
+_FOREIGN_HINT = "a file in the snapshots folder was not written by mfcolab: restore an older generation (mfcolab restore --list)"
 
 
 # --- folders -------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def parse_segment(name: str, segment_size: int) -> tuple[int, int]:
     """(timeline, segment number) of a WAL file name; SnapshotError if it is not one."""
     per = segments_per_id(segment_size)
     if not _SEGMENT_RE.fullmatch(name) or int(name[16:], 16) >= per:
-        raise SnapshotError(f"{name!r} is not a WAL segment name", "")
+        raise SnapshotError(f"{name!r} is not a WAL segment name", _FOREIGN_HINT)
     return int(name[:8], 16), int(name[8:16], 16) * per + int(name[16:], 16)
 
 
@@ -143,7 +144,7 @@ def is_history(name: str) -> bool:
 def history_timeline(name: str) -> int:
     """The timeline a history file name names; SnapshotError if it is not one."""
     if not is_history(name):
-        raise SnapshotError(f"{name!r} is not a timeline history name", "")
+        raise SnapshotError(f"{name!r} is not a timeline history name", _FOREIGN_HINT)
     return int(name[:8], 16)
 
 
@@ -156,7 +157,7 @@ def parse_lsn(text: str) -> int:
     """A WAL location as Postgres prints it (`16/B374D848`); SnapshotError if it is not one."""
     match = _LSN_RE.fullmatch(text.upper())
     if match is None:
-        raise SnapshotError(f"{text!r} is not a WAL location", "")
+        raise SnapshotError(f"{text!r} is not a WAL location", _FOREIGN_HINT)
     return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 

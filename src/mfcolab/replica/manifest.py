@@ -174,7 +174,7 @@ def read_manifest(path: Path) -> Manifest:
     try:
         return Manifest.from_json(data)
     except SnapshotError as exc:
-        raise SnapshotError(f"{path} is refused: {exc.message}", exc.hint) from None
+        raise SnapshotError(f"{path} is refused: {exc.message}", exc.hint or _REFUSED_HINT) from None
 
 
 def save_manifest(settings: Settings, manifest: Manifest) -> int:
